@@ -1,0 +1,94 @@
+#include "common/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "common/scope_guard.h"
+
+namespace imgtool {
+
+Status WriteAll(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("write");
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+Result<size_t> ReadFull(int fd, void* data, size_t size) {
+  char* p = static_cast<char*>(data);
+  size_t total = 0;
+  while (total < size) {
+    ssize_t n = ::read(fd, p + total, size - total);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("read");
+    }
+    if (n == 0) break;
+    total += static_cast<size_t>(n);
+  }
+  return total;
+}
+
+Result<UniqueFd> OpenFile(const std::filesystem::path& path, int flags, mode_t mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoError("open " + path.string());
+  return UniqueFd(fd);
+}
+
+Result<std::string> ReadFdToString(int fd, size_t max_size) {
+  std::string out;
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("read");
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_size) {
+      return InvalidArgumentError("file is larger than " + std::to_string(max_size) + " bytes");
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Result<std::string> ReadFileToString(const std::filesystem::path& path, size_t max_size) {
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  return ReadFdToString(fd.get(), max_size).Wrap("read " + path.string());
+}
+
+Status FsyncPath(const std::filesystem::path& path) {
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path.string());
+  return OkStatus();
+}
+
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
+  std::filesystem::path dir = path.parent_path();
+  if (dir.empty()) dir = ".";
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::filesystem::path tmp =
+      dir / (".tmp-" + path.filename().string() + "-" + std::to_string(rng() % 1000000000));
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, mode));
+  ScopeGuard unlink_tmp([&] { ::unlink(tmp.c_str()); });
+  IMGTOOL_TRY(WriteAll(fd.get(), data).Wrap("write " + tmp.string()));
+  if (::fchmod(fd.get(), mode) != 0) return ErrnoError("chmod " + tmp.string());
+  if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + tmp.string());
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename to " + path.string());
+  unlink_tmp.Cancel();
+  return FsyncPath(dir);
+}
+
+}  // namespace imgtool

@@ -1,0 +1,38 @@
+// Small file helpers: full reads and writes, and atomic replace (temp, fsync, rename).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace imgtool {
+
+// Writes all bytes, retrying short writes and EINTR.
+Status WriteAll(int fd, const void* data, size_t size);
+inline Status WriteAll(int fd, std::string_view data) {
+  return WriteAll(fd, data.data(), data.size());
+}
+// Reads until `size` bytes or EOF; returns how many were read.
+Result<size_t> ReadFull(int fd, void* data, size_t size);
+
+// Reads a whole file; files larger than `max_size` are InvalidArgument.
+Result<std::string> ReadFileToString(const std::filesystem::path& path,
+                                     size_t max_size = 64u << 20);
+Result<std::string> ReadFdToString(int fd, size_t max_size = 64u << 20);
+
+// Replaces `path` atomically: writes a temp file beside it, fsyncs it, renames it
+// over `path` and fsyncs the directory. Readers see the old or the new file.
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
+                       mode_t mode = 0644);
+
+Status FsyncPath(const std::filesystem::path& path);
+
+Result<UniqueFd> OpenFile(const std::filesystem::path& path, int flags, mode_t mode = 0);
+
+}  // namespace imgtool
