@@ -167,31 +167,49 @@ Result<ParentDir> SafeOpenParent(int root_fd, std::string_view path) {
 }
 
 Result<UniqueFd> SafeMkdirAll(int root_fd, std::string_view path, mode_t mode) {
-  std::vector<std::string> parts = SplitComponents(path);
-  std::string prefix;
-  UniqueFd dir;
-  {
-    int fd = ::openat(root_fd, ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ErrnoError("open root");
-    dir.reset(fd);
-  }
-  for (const std::string& part : parts) {
-    if (!prefix.empty()) prefix += '/';
-    prefix += part;
-    if (part == "." || part == "..") {
-      // Re-resolve from the root so ".." stays confined.
-      IMGTOOL_ASSIGN_OR_RETURN(dir, SafeOpenAt(root_fd, prefix, O_DIRECTORY | O_RDONLY));
+  std::vector<std::string> pending = SplitComponents(path);
+  std::reverse(pending.begin(), pending.end());
+  std::string prefix;  // resolved so far, relative to the root, no symlinks in it
+  int symlinks = 0;
+  while (!pending.empty()) {
+    std::string name = std::move(pending.back());
+    pending.pop_back();
+    if (name == ".") continue;
+    if (name == "..") {
+      size_t slash = prefix.rfind('/');
+      prefix = slash == std::string::npos ? "" : prefix.substr(0, slash);
       continue;
     }
-    if (::mkdirat(dir.get(), part.c_str(), mode) != 0 && errno != EEXIST) {
-      return ErrnoError("mkdir " + prefix);
+    IMGTOOL_ASSIGN_OR_RETURN(UniqueFd parent,
+                             SafeOpenAt(root_fd, prefix.empty() ? "." : prefix,
+                                        O_DIRECTORY | O_RDONLY));
+    std::string next = prefix.empty() ? name : prefix + "/" + name;
+    struct stat st;
+    if (::fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) return ErrnoError("stat " + next);
+      if (::mkdirat(parent.get(), name.c_str(), mode) != 0 && errno != EEXIST) {
+        return ErrnoError("mkdir " + next);
+      }
+      prefix = std::move(next);
+      continue;
     }
-    // Resolve the entry (maybe a symlink to elsewhere in the root) from the root.
-    auto next = SafeOpenAt(root_fd, prefix, O_DIRECTORY | O_RDONLY);
-    if (!next) return std::move(next).error();
-    dir = std::move(next).value();
+    if (S_ISLNK(st.st_mode)) {
+      // Walk the link's target from the root (absolute) or from here (relative), so
+      // that missing directories behind it are created inside the root too.
+      if (++symlinks > kMaxSymlinks) return ErrnoError("mkdir " + std::string(path), ELOOP);
+      std::string target(PATH_MAX, '\0');
+      ssize_t n = ::readlinkat(parent.get(), name.c_str(), target.data(), target.size());
+      if (n < 0) return ErrnoError("readlink " + next);
+      target.resize(static_cast<size_t>(n));
+      if (!target.empty() && target[0] == '/') prefix.clear();
+      std::vector<std::string> parts = SplitComponents(target);
+      for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.push_back(*it);
+      continue;
+    }
+    if (!S_ISDIR(st.st_mode)) return ErrnoError("mkdir " + next, ENOTDIR);
+    prefix = std::move(next);
   }
-  return dir;
+  return SafeOpenAt(root_fd, prefix.empty() ? "." : prefix, O_DIRECTORY | O_RDONLY);
 }
 
 }  // namespace imgtool
