@@ -1,0 +1,108 @@
+// One container's cgroup, behind one interface with an implementation per
+// hierarchy version (cgroup_v1.cc, cgroup_v2.cc). The layout of the machine's
+// hierarchies is detected once (cgroup_detect.h) and passed in, so tests point
+// the managers at a fake tree in a temp dir.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace imgtool::runner {
+
+// Limits as given on the command line; unset fields are left at the kernel's
+// default (unlimited / inherited).
+struct CgroupResources {
+  std::optional<int64_t> memory_bytes;       // -m; > 0
+  std::optional<int64_t> memory_swap_bytes;  // --memory-swap: memory+swap total, -1 = unlimited
+  std::optional<double> cpus;                // --cpus, e.g. 0.5
+  std::optional<uint64_t> cpu_shares;        // --cpu-shares, v1 scale 2..262144
+  std::optional<std::string> cpuset_cpus;    // --cpuset-cpus, e.g. "0-1,3"
+  std::optional<int64_t> pids_limit;         // --pids-limit; <= 0 = unlimited
+
+  bool empty() const {
+    return !memory_bytes && !memory_swap_bytes && !cpus && !cpu_shares && !cpuset_cpus &&
+           !pids_limit;
+  }
+};
+
+enum class CgroupVersion { kV1, kV2 };
+
+// Where the hierarchies are. On a hybrid machine (v1 controllers plus a cgroup2
+// mount holding few or none) the version is kV1 and `unified_root` is only
+// informative: the controllers live in v1.
+struct CgroupLayout {
+  CgroupVersion version = CgroupVersion::kV2;
+  // v2: the cgroup2 mount point (or a fake root in tests).
+  std::filesystem::path unified_root;
+  // v2: the controllers listed in <unified_root>/cgroup.controllers.
+  std::set<std::string> unified_controllers;
+  // v1: controller name ("memory", "cpu", "cpuacct", "cpuset", "pids", ...) to the
+  // mount point of the hierarchy holding it; co-mounted controllers share one.
+  std::map<std::string, std::filesystem::path> v1_mounts;
+  // Relative dir under each root that holds imgtool's cgroups: <root>/<parent>/<id>.
+  std::string parent = "imgtool";
+};
+
+class CgroupManager {  // one per container
+ public:
+  virtual ~CgroupManager() = default;
+
+  // Makes the cgroup (and its parents) and writes the limits. Call before the
+  // container's process runs. Limits the hierarchy cannot express (e.g. swap
+  // without swap accounting) are InvalidArgument/FailedPrecondition, never
+  // silently dropped.
+  virtual Status Create(const CgroupResources& resources) = 0;
+  // v2: an fd on the cgroup dir for clone3(CLONE_INTO_CGROUP). v1: NotFound
+  // (there is no single dir), so the caller uses AddProcess after clone.
+  virtual Result<UniqueFd> DirFdForCloneIntoCgroup() = 0;
+  // Moves `pid` into the cgroup (every v1 hierarchy we manage; v2 fallback when
+  // CLONE_INTO_CGROUP is unavailable; `exec` joining a running container).
+  virtual Status AddProcess(pid_t pid) = 0;
+  // True when the kernel's OOM killer killed a process of this cgroup
+  // (v2 memory.events oom_kill; v1 memory.oom_control oom_kill).
+  virtual Result<bool> OomKilled() = 0;
+  // Sends `sig` to every process in the cgroup (cgroup.kill on v2 for SIGKILL).
+  virtual Status Kill(int sig) = 0;
+  // The pids in the cgroup (cgroup.procs).
+  virtual Result<std::vector<pid_t>> Pids() = 0;
+  // Removes the cgroup dirs. The processes must be gone; a cgroup that still
+  // has processes is FailedPrecondition (kill and reap first). Missing dirs are
+  // fine, so Destroy is idempotent.
+  virtual Status Destroy() = 0;
+  // The cgroup's path: the v2 dir, or the v1 memory (else first) hierarchy's dir.
+  virtual std::string Path() const = 0;
+};
+
+// Detects the machine's layout once per process (later calls return the cached
+// value). Reads /proc/self/mountinfo.
+Result<CgroupLayout> DetectCgroupLayout();
+
+// A manager for <root>/<layout.parent>/<container_id>. Nothing is created until
+// Create(); to join an existing container's cgroup, construct and AddProcess.
+Result<std::unique_ptr<CgroupManager>> NewCgroupManager(const std::string& container_id,
+                                                        const CgroupLayout& layout);
+
+// Removes imgtool's cgroups of containers that are gone (after a crash of
+// imgtool): every <root>/<parent>/<id> for which `is_live(id)` is false is
+// emptied (SIGKILL to what is left in it) and removed. Cgroups of live
+// containers are left alone. Returns the ids it removed.
+Result<std::vector<std::string>> CleanupStaleCgroups(
+    const CgroupLayout& layout, const std::function<bool(std::string_view id)>& is_live);
+
+// A container id usable as a cgroup dir name (no '/', not "." or "..", short).
+Status ValidateCgroupName(std::string_view container_id);
+
+}  // namespace imgtool::runner
