@@ -2,6 +2,7 @@
 // The snapshotter returns these; the runner and the tests mount them.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -18,11 +19,27 @@ struct Mount {
   friend bool operator==(const Mount&, const Mount&) = default;
 };
 
+// OverlayFS refuses more lower layers than this (OVL_MAX_STACK); MountAt says so
+// up front instead of passing the kernel's bare EINVAL on.
+inline constexpr size_t kMaxOverlayLowerLayers = 500;
+
 // Performs one mount at `target`. Overlay mounts with many lower layers use the
 // new mount API (fsconfig "lowerdir+" one layer at a time) where the kernel has
 // it, so that no option string reaches the page-size limit, past which the
 // kernel would silently drop layers; otherwise short lower paths must fit.
+//
+// Options: "ro", "rw", "nosuid", "nodev", "noexec", "noatime", "relatime",
+// "strictatime", "nodiratime" become mount flags; "bind"/"rbind" make a bind
+// mount of `source` (read-only via a remount, recursively via mount_setattr);
+// "private", "rslave", ... set propagation afterwards. Everything else goes to
+// the filesystem: for "overlay", "lowerdir=A:B" (A is the topmost lower, so
+// paths can not contain ':' or ','), "upperdir=", "workdir=", "key=value" and
+// bare flags such as "userxattr". Errors name the type and the target.
 Status MountAt(const Mount& mount, const std::filesystem::path& target);
+
+// Tests use this to exercise the legacy mount(2) path for overlay, the one
+// taken on kernels without "lowerdir+" (before Linux 6.8).
+void SetOverlayLegacyMountForTesting(bool force_legacy);
 
 // Unmounts on destruction (lazily, MNT_DETACH) unless Release()d.
 class MountGuard {

@@ -1,0 +1,286 @@
+// MountAt, MountGuard and MountAll against the real kernel: needs root.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <linux/magic.h>
+
+#include "common/mount.h"
+#include "common/scope_guard.h"
+#include "common/temp_dir.h"
+#include "tests/support/test_util.h"
+
+namespace imgtool {
+namespace {
+
+namespace fs = std::filesystem;
+using ::imgtool::testing::ReadTestFile;
+using ::imgtool::testing::WriteTestFile;
+
+// How many mounts sit on `path` right now (stacked mounts count each).
+int MountCount(const fs::path& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  int count = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mount_point;
+    fields >> id >> parent >> devno >> root >> mount_point;
+    if (mount_point == path.string()) ++count;
+  }
+  return count;
+}
+
+bool CanWrite(const fs::path& file) {
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+class MountPrivilegedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IMGTOOL_REQUIRE_ROOT();
+    auto dir = TempDir::Create("imgtool-mount-test-");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_ = std::make_unique<TempDir>(std::move(*dir));
+  }
+
+  fs::path MakeDir(const std::string& name) {
+    fs::path path = dir_->path() / name;
+    fs::create_directories(path);
+    return path;
+  }
+
+  std::unique_ptr<TempDir> dir_;
+};
+
+TEST_F(MountPrivilegedTest, TmpfsMountsAndGuardUnmounts) {
+  fs::path target = MakeDir("tmpfs");
+  {
+    Status status = MountAt(Mount{"tmpfs", "tmpfs", {"size=1m", "mode=0750", "nosuid"}}, target);
+    ASSERT_TRUE(status) << status.error().ToString();
+    MountGuard guard(target);
+    struct statfs info {};
+    ASSERT_EQ(::statfs(target.c_str(), &info), 0);
+    EXPECT_EQ(info.f_type, static_cast<decltype(info.f_type)>(TMPFS_MAGIC));
+    EXPECT_TRUE(info.f_flags & ST_NOSUID);
+    struct stat st {};
+    ASSERT_EQ(::stat(target.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    WriteTestFile(target / "f", "x");
+    EXPECT_EQ(MountCount(target), 1);
+  }
+  EXPECT_EQ(MountCount(target), 0);
+  EXPECT_FALSE(fs::exists(target / "f"));
+}
+
+TEST_F(MountPrivilegedTest, ProcMounts) {
+  fs::path target = MakeDir("proc");
+  Status status = MountAt(Mount{"proc", "proc", {"nosuid", "nodev", "noexec"}}, target);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(target);
+  EXPECT_TRUE(fs::exists(target / "self" / "status"));
+}
+
+TEST_F(MountPrivilegedTest, ReadOnlyBindRefusesWritesAndLeavesSourceWritable) {
+  fs::path source = MakeDir("src");
+  fs::path target = MakeDir("ro");
+  WriteTestFile(source / "hello", "world");
+  Status status = MountAt(Mount{"bind", source.string(), {"rbind", "ro"}}, target);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(target);
+  EXPECT_EQ(ReadTestFile(target / "hello"), "world");
+  errno = 0;
+  EXPECT_FALSE(CanWrite(target / "new"));
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_TRUE(CanWrite(source / "new"));
+  EXPECT_TRUE(fs::exists(target / "new"));
+}
+
+TEST_F(MountPrivilegedTest, ReadOnlyNonRecursiveBindRemounts) {
+  fs::path source = MakeDir("src");
+  fs::path target = MakeDir("ro");
+  Status status = MountAt(Mount{"bind", source.string(), {"ro", "nodev"}}, target);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(target);
+  struct statfs info {};
+  ASSERT_EQ(::statfs(target.c_str(), &info), 0);
+  EXPECT_TRUE(info.f_flags & ST_RDONLY);
+  EXPECT_TRUE(info.f_flags & ST_NODEV);
+}
+
+TEST_F(MountPrivilegedTest, WritableBindWritesThrough) {
+  fs::path source = MakeDir("src");
+  fs::path target = MakeDir("rw");
+  Status status = MountAt(Mount{"bind", source.string(), {"rbind", "rw"}}, target);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(target);
+  WriteTestFile(target / "through", "yes");
+  EXPECT_EQ(ReadTestFile(source / "through"), "yes");
+}
+
+TEST_F(MountPrivilegedTest, BindOfMissingSourceNamesTargetAndType) {
+  fs::path target = MakeDir("t");
+  Status status = MountAt(Mount{"bind", (dir_->path() / "missing").string(), {"rbind"}}, target);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(status.error().message().rfind("mount bind at " + target.string() + ": bind ", 0), 0u)
+      << status.error().ToString();
+  EXPECT_EQ(MountCount(target), 0);
+}
+
+// Two lowers (the first one on top), an upper and a work dir.
+class OverlayMountTest : public MountPrivilegedTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    MountPrivilegedTest::SetUp();
+    if (IsSkipped()) return;
+    SetOverlayLegacyMountForTesting(GetParam());
+  }
+  void TearDown() override { SetOverlayLegacyMountForTesting(false); }
+};
+
+TEST_P(OverlayMountTest, TwoLowersUpperAndWork) {
+  fs::path top = MakeDir("top");
+  fs::path bottom = MakeDir("bottom");
+  fs::path upper = MakeDir("upper");
+  fs::path work = MakeDir("work");
+  fs::path merged = MakeDir("merged");
+  WriteTestFile(bottom / "shared", "bottom");
+  WriteTestFile(bottom / "only-bottom", "b");
+  WriteTestFile(top / "shared", "top");
+  WriteTestFile(top / "only-top", "t");
+  Mount overlay{"overlay",
+                "overlay",
+                {"lowerdir=" + top.string() + ":" + bottom.string(), "upperdir=" + upper.string(),
+                 "workdir=" + work.string(), "index=off", "redirect_dir=off", "metacopy=off"}};
+  Status status = MountAt(overlay, merged);
+  ASSERT_TRUE(status) << status.error().ToString();
+  {
+    MountGuard guard(merged);
+    struct statfs info {};
+    ASSERT_EQ(::statfs(merged.c_str(), &info), 0);
+    EXPECT_EQ(info.f_type, static_cast<decltype(info.f_type)>(OVERLAYFS_SUPER_MAGIC));
+    EXPECT_EQ(ReadTestFile(merged / "shared"), "top");
+    EXPECT_EQ(ReadTestFile(merged / "only-bottom"), "b");
+    EXPECT_EQ(ReadTestFile(merged / "only-top"), "t");
+    WriteTestFile(merged / "written", "new");
+    EXPECT_EQ(ReadTestFile(upper / "written"), "new");
+    EXPECT_FALSE(fs::exists(top / "written"));
+  }
+  EXPECT_EQ(MountCount(merged), 0);
+}
+
+TEST_P(OverlayMountTest, LowersOnlyIsReadOnly) {
+  fs::path a = MakeDir("a");
+  fs::path b = MakeDir("b");
+  fs::path merged = MakeDir("merged");
+  WriteTestFile(b / "file", "b");
+  Status status = MountAt(
+      Mount{"overlay", "overlay", {"lowerdir=" + a.string() + ":" + b.string(), "ro"}}, merged);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(merged);
+  EXPECT_EQ(ReadTestFile(merged / "file"), "b");
+  errno = 0;
+  EXPECT_FALSE(CanWrite(merged / "new"));
+  EXPECT_EQ(errno, EROFS);
+}
+
+TEST_P(OverlayMountTest, MissingLowerNamesThePath) {
+  fs::path a = MakeDir("a");
+  fs::path merged = MakeDir("merged");
+  std::string missing = (dir_->path() / "missing").string();
+  Status status =
+      MountAt(Mount{"overlay", "overlay", {"lowerdir=" + a.string() + ":" + missing}}, merged);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().message().rfind("mount overlay at " + merged.string(), 0), 0u)
+      << status.error().ToString();
+  if (!GetParam()) {
+    EXPECT_NE(status.error().message().find(missing), std::string::npos)
+        << status.error().ToString();
+  }
+  EXPECT_EQ(MountCount(merged), 0);
+}
+
+// 300 lowers with long absolute paths exceed one page joined; the new API takes
+// them one by one, the legacy path makes them relative to their common parent.
+TEST_P(OverlayMountTest, ManyLongLowerPaths) {
+  fs::path base = MakeDir(std::string(60, 'p'));
+  std::string lowers;
+  for (int i = 0; i < 300; ++i) {
+    fs::path layer = base / std::to_string(i);
+    fs::create_directories(layer);
+    WriteTestFile(layer / ("f" + std::to_string(i)), std::to_string(i));
+    if (i > 0) lowers.push_back(':');
+    lowers += layer.string();
+  }
+  ASSERT_GT(lowers.size(), 4096u);
+  fs::path merged = MakeDir("merged");
+  Status status = MountAt(Mount{"overlay", "overlay", {"lowerdir=" + lowers}}, merged);
+  ASSERT_TRUE(status) << status.error().ToString();
+  MountGuard guard(merged);
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_EQ(ReadTestFile(merged / ("f" + std::to_string(i))), std::to_string(i)) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Api, OverlayMountTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("Legacy") : std::string("LowerdirPlus");
+                         });
+
+TEST_F(MountPrivilegedTest, MountAllStacksAndUndoesEverything) {
+  fs::path target = MakeDir("stack");
+  std::vector<Mount> mounts = {Mount{"tmpfs", "tmpfs", {"size=1m"}},
+                               Mount{"tmpfs", "tmpfs", {"size=2m"}}};
+  {
+    auto guards = MountAll(mounts, target);
+    ASSERT_TRUE(guards) << guards.error().ToString();
+    EXPECT_EQ(guards->size(), 2u);
+    EXPECT_EQ(MountCount(target), 2);
+  }
+  EXPECT_EQ(MountCount(target), 0);
+}
+
+TEST_F(MountPrivilegedTest, MountAllUndoesEarlierMountsOnFailure) {
+  fs::path target = MakeDir("stack");
+  std::vector<Mount> mounts = {Mount{"tmpfs", "tmpfs", {}},
+                               Mount{"bind", (dir_->path() / "missing").string(), {"rbind"}}};
+  auto guards = MountAll(mounts, target);
+  ASSERT_FALSE(guards);
+  EXPECT_EQ(MountCount(target), 0);
+}
+
+TEST_F(MountPrivilegedTest, ReleasedGuardLeavesMountAndUnmountReportsIt) {
+  fs::path target = MakeDir("t");
+  ASSERT_TRUE(MountAt(Mount{"tmpfs", "tmpfs", {}}, target));
+  fs::path released;
+  {
+    MountGuard guard(target);
+    released = guard.Release();
+  }
+  EXPECT_EQ(released, target);
+  EXPECT_EQ(MountCount(target), 1);
+  MountGuard again(target);
+  EXPECT_TRUE(again.Unmount());
+  EXPECT_EQ(MountCount(target), 0);
+  MountGuard moved_from(target);
+  MountGuard moved_to(std::move(moved_from));
+  EXPECT_TRUE(moved_from.target().empty());
+  EXPECT_FALSE(moved_to.Unmount());  // nothing mounted there any more
+}
+
+}  // namespace
+}  // namespace imgtool
