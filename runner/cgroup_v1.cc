@@ -1,0 +1,187 @@
+#include "runner/cgroup_v1.h"
+
+#include <csignal>
+
+#include "common/log.h"
+#include "runner/cgroup_detect.h"
+#include "runner/cgroup_files.h"
+
+namespace imgtool::runner {
+
+namespace {
+
+bool IsManagedController(std::string_view controller) {
+  for (std::string_view managed : kManagedControllers) {
+    if (managed == controller) return true;
+  }
+  return false;
+}
+
+// A new cpuset cgroup starts with empty cpus and mems, and a cgroup with empty
+// ones accepts no task; fill them from the parent unless already set.
+Status InheritCpuset(const std::filesystem::path& parent, const std::filesystem::path& dir) {
+  for (std::string_view file : {"cpuset.cpus", "cpuset.mems"}) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string current, ReadCgroupFile(dir, file));
+    if (current.find_first_not_of(" \n") != std::string::npos) continue;
+    IMGTOOL_ASSIGN_OR_RETURN(std::string inherited, ReadCgroupFile(parent, file));
+    while (!inherited.empty() && inherited.back() == '\n') inherited.pop_back();
+    if (inherited.empty()) continue;
+    IMGTOOL_TRY(WriteCgroupFile(dir, file, inherited));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+CgroupV1::CgroupV1(const std::map<std::string, std::filesystem::path>& mounts,
+                   const std::string& parent, const std::string& id) {
+  for (const auto& [controller, mount] : mounts) {
+    if (!IsManagedController(controller)) continue;
+    Hierarchy* found = nullptr;
+    for (Hierarchy& h : hierarchies_) {
+      if (h.mount == mount) found = &h;
+    }
+    if (found == nullptr) {
+      hierarchies_.push_back({mount, {}, mount / parent, mount / parent / id});
+      found = &hierarchies_.back();
+    }
+    found->controllers.insert(controller);
+  }
+}
+
+const CgroupV1::Hierarchy* CgroupV1::Find(std::string_view controller) const {
+  for (const Hierarchy& h : hierarchies_) {
+    if (h.controllers.contains(std::string(controller))) return &h;
+  }
+  return nullptr;
+}
+
+const CgroupV1::Hierarchy* CgroupV1::Primary() const {
+  // pids and memory list every task of the container; any managed one would.
+  if (const Hierarchy* h = Find("pids")) return h;
+  if (const Hierarchy* h = Find("memory")) return h;
+  return hierarchies_.empty() ? nullptr : &hierarchies_.front();
+}
+
+std::string CgroupV1::Path() const {
+  if (const Hierarchy* h = Find("memory")) return h->dir.string();
+  return hierarchies_.empty() ? std::string() : hierarchies_.front().dir.string();
+}
+
+Status CgroupV1::Create(const CgroupResources& resources) {
+  IMGTOOL_TRY(ValidateCgroupResources(resources));
+  auto need = [&](bool wanted, const char* controller, const char* flag) -> Status {
+    if (wanted && Find(controller) == nullptr) {
+      return FailedPreconditionError(
+          StrCat(flag, ": the cgroup v1 ", controller, " controller is not mounted"));
+    }
+    return OkStatus();
+  };
+  IMGTOOL_TRY(need(resources.memory_bytes.has_value(), "memory", "--memory"));
+  IMGTOOL_TRY(need(resources.cpus.has_value(), "cpu", "--cpus"));
+  IMGTOOL_TRY(need(resources.cpu_shares.has_value(), "cpu", "--cpu-shares"));
+  IMGTOOL_TRY(need(resources.cpuset_cpus.has_value(), "cpuset", "--cpuset-cpus"));
+  IMGTOOL_TRY(need(resources.pids_limit.has_value(), "pids", "--pids-limit"));
+  if (hierarchies_.empty()) {
+    return FailedPreconditionError("no cgroup v1 hierarchy holds memory, cpu, cpuset or pids");
+  }
+
+  for (const Hierarchy& h : hierarchies_) {
+    IMGTOOL_TRY(MakeCgroupDir(h.parent_dir));
+    IMGTOOL_TRY(MakeCgroupDir(h.dir));
+    if (h.controllers.contains("cpuset")) {
+      IMGTOOL_TRY(InheritCpuset(h.mount, h.parent_dir).Wrap("cpuset " + h.parent_dir.string()));
+      IMGTOOL_TRY(InheritCpuset(h.parent_dir, h.dir).Wrap("cpuset " + h.dir.string()));
+    }
+  }
+  Status limits = WriteLimits(resources);
+  if (!limits) {
+    (void)Destroy();
+    return limits;
+  }
+  return OkStatus();
+}
+
+Status CgroupV1::WriteLimits(const CgroupResources& r) {
+  if (r.memory_bytes) {
+    const std::filesystem::path& dir = Find("memory")->dir;
+    IMGTOOL_TRY(WriteCgroupFile(dir, "memory.limit_in_bytes", std::to_string(*r.memory_bytes)));
+    if (std::optional<int64_t> total = EffectiveMemorySwap(r)) {
+      // memsw must not be below the memory limit, so it goes second.
+      if (CgroupFileExists(dir, "memory.memsw.limit_in_bytes")) {
+        IMGTOOL_TRY(
+            WriteCgroupFile(dir, "memory.memsw.limit_in_bytes", std::to_string(*total)));
+      } else if (r.memory_swap_bytes && *r.memory_swap_bytes != -1 &&
+                 *r.memory_swap_bytes != *r.memory_bytes) {
+        return FailedPreconditionError(
+            "--memory-swap: swap accounting is not enabled in this kernel "
+            "(memory.memsw.limit_in_bytes missing; boot with swapaccount=1)");
+      }
+    }
+  }
+  if (r.cpus) {
+    const std::filesystem::path& dir = Find("cpu")->dir;
+    CpuQuota quota = CpusToQuota(*r.cpus);
+    IMGTOOL_TRY(WriteCgroupFile(dir, "cpu.cfs_period_us", std::to_string(quota.period_us)));
+    IMGTOOL_TRY(WriteCgroupFile(dir, "cpu.cfs_quota_us", std::to_string(quota.quota_us)));
+  }
+  if (r.cpu_shares) {
+    IMGTOOL_TRY(
+        WriteCgroupFile(Find("cpu")->dir, "cpu.shares", std::to_string(*r.cpu_shares)));
+  }
+  if (r.cpuset_cpus) {
+    IMGTOOL_TRY(WriteCgroupFile(Find("cpuset")->dir, "cpuset.cpus", *r.cpuset_cpus));
+  }
+  if (r.pids_limit) {
+    IMGTOOL_TRY(WriteCgroupFile(Find("pids")->dir, "pids.max",
+                                *r.pids_limit > 0 ? std::to_string(*r.pids_limit) : "max"));
+  }
+  return OkStatus();
+}
+
+Result<UniqueFd> CgroupV1::DirFdForCloneIntoCgroup() {
+  return NotFoundError("cgroup v1 has no single cgroup dir for CLONE_INTO_CGROUP");
+}
+
+Status CgroupV1::AddProcess(pid_t pid) {
+  std::string text = std::to_string(pid);
+  for (const Hierarchy& h : hierarchies_) {
+    IMGTOOL_TRY(WriteCgroupFile(h.dir, "cgroup.procs", text)
+                    .Wrap(StrCat("add pid ", pid, " to cgroup")));
+  }
+  return OkStatus();
+}
+
+Result<bool> CgroupV1::OomKilled() {
+  const Hierarchy* memory = Find("memory");
+  if (memory == nullptr) return false;
+  IMGTOOL_ASSIGN_OR_RETURN(std::string control, ReadCgroupFile(memory->dir, "memory.oom_control"));
+  if (std::optional<int64_t> kills = FindKeyedValue(control, "oom_kill")) return *kills > 0;
+  // Kernels before 4.13 do not count kills; hitting the limit is the best hint.
+  IMGTOOL_ASSIGN_OR_RETURN(std::string failcnt, ReadCgroupFile(memory->dir, "memory.failcnt"));
+  return failcnt.find_first_not_of("0\n") != std::string::npos;
+}
+
+Status CgroupV1::Kill(int sig) {
+  const Hierarchy* primary = Primary();
+  if (primary == nullptr) return OkStatus();
+  return SignalCgroupPids(primary->dir, sig);
+}
+
+Result<std::vector<pid_t>> CgroupV1::Pids() {
+  const Hierarchy* primary = Primary();
+  if (primary == nullptr) return std::vector<pid_t>{};
+  return ReadCgroupPids(primary->dir);
+}
+
+Status CgroupV1::Destroy() {
+  Status first;
+  for (const Hierarchy& h : hierarchies_) {
+    // Once one hierarchy proved busy the others are too: no more waiting.
+    Status removed = RemoveCgroupDir(h.dir, first ? 200 : 0);
+    if (!removed && first) first = std::move(removed);
+  }
+  return first;
+}
+
+}  // namespace imgtool::runner

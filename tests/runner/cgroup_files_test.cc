@@ -1,0 +1,80 @@
+#include "runner/cgroup_files.h"
+
+#include <gtest/gtest.h>
+
+namespace imgtool::runner {
+namespace {
+
+TEST(CgroupFilesTest, SharesToWeightMatchesCrunMapping) {
+  EXPECT_EQ(CpuSharesToWeight(0), 0u);
+  EXPECT_EQ(CpuSharesToWeight(2), 1u);
+  EXPECT_EQ(CpuSharesToWeight(1024), 100u);
+  EXPECT_EQ(CpuSharesToWeight(262144), 10000u);
+  EXPECT_LT(CpuSharesToWeight(512), 100u);
+  EXPECT_GT(CpuSharesToWeight(2048), 100u);
+  uint64_t previous = 0;
+  for (uint64_t shares = 2; shares <= 262144; shares *= 2) {
+    uint64_t weight = CpuSharesToWeight(shares);
+    EXPECT_GE(weight, previous) << shares;
+    EXPECT_GE(weight, 1u);
+    EXPECT_LE(weight, 10000u);
+    previous = weight;
+  }
+}
+
+TEST(CgroupFilesTest, CpusToQuota) {
+  EXPECT_EQ(CpusToQuota(0.5).quota_us, 50000);
+  EXPECT_EQ(CpusToQuota(0.5).period_us, 100000);
+  EXPECT_EQ(CpusToQuota(2).quota_us, 200000);
+  EXPECT_EQ(CpusToQuota(0.001).quota_us, 1000) << "the kernel's minimum";
+}
+
+TEST(CgroupFilesTest, MemorySwapDefaultsToTwiceMemory) {
+  CgroupResources r;
+  EXPECT_FALSE(EffectiveMemorySwap(r));
+  r.memory_bytes = 64 << 20;
+  EXPECT_EQ(EffectiveMemorySwap(r), 128 << 20);
+  r.memory_swap_bytes = 64 << 20;
+  EXPECT_EQ(EffectiveMemorySwap(r), 64 << 20);
+  r.memory_swap_bytes = -1;
+  EXPECT_EQ(EffectiveMemorySwap(r), -1);
+}
+
+TEST(CgroupFilesTest, ValidationRejectsContradictions) {
+  CgroupResources r;
+  EXPECT_TRUE(ValidateCgroupResources(r));
+  r.memory_swap_bytes = 100 << 20;
+  EXPECT_FALSE(ValidateCgroupResources(r)) << "swap without memory";
+  r.memory_bytes = 200 << 20;
+  auto status = ValidateCgroupResources(r);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(status.error().message().find("--memory-swap"), std::string::npos);
+  r.memory_swap_bytes = 300 << 20;
+  EXPECT_TRUE(ValidateCgroupResources(r));
+
+  CgroupResources tiny;
+  tiny.memory_bytes = 1024;
+  EXPECT_FALSE(ValidateCgroupResources(tiny));
+  CgroupResources cpus;
+  cpus.cpus = -1;
+  EXPECT_FALSE(ValidateCgroupResources(cpus));
+  CgroupResources shares;
+  shares.cpu_shares = 1;
+  EXPECT_FALSE(ValidateCgroupResources(shares));
+  CgroupResources cpuset;
+  cpuset.cpuset_cpus = "0;rm -rf";
+  EXPECT_FALSE(ValidateCgroupResources(cpuset));
+}
+
+TEST(CgroupFilesTest, FindsKeyedValues) {
+  constexpr std::string_view kEvents = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\n";
+  EXPECT_EQ(FindKeyedValue(kEvents, "oom_kill"), 2);
+  EXPECT_EQ(FindKeyedValue(kEvents, "oom"), 3);
+  EXPECT_EQ(FindKeyedValue(kEvents, "max"), 12);
+  EXPECT_FALSE(FindKeyedValue(kEvents, "oom_group_kill"));
+  EXPECT_EQ(FindKeyedValue("oom_kill_disable 0\nunder_oom 0\noom_kill 1", "oom_kill"), 1);
+}
+
+}  // namespace
+}  // namespace imgtool::runner

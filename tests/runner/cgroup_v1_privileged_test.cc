@@ -1,0 +1,269 @@
+// The v1 manager on this machine's real hierarchies (root only). Each test uses
+// its own parent dir, so nothing touches imgtool's real cgroups.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <functional>
+
+#include "runner/cgroup_files.h"
+#include "runner/cgroup_manager.h"
+#include "tests/support/test_util.h"
+
+namespace imgtool::runner {
+namespace {
+
+// A forked child that waits for Release() before it runs `body`, so that the
+// parent can put it into a cgroup first.
+class GatedChild {
+ public:
+  explicit GatedChild(const std::function<int()>& body) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(fds[1]);
+      char c;
+      if (read(fds[0], &c, 1) != 1) _exit(90);
+      _exit(body());
+    }
+    close(fds[0]);
+    gate_ = fds[1];
+  }
+  ~GatedChild() {
+    if (gate_ >= 0) close(gate_);
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  void Release() {
+    (void)!write(gate_, "x", 1);
+    close(gate_);
+    gate_ = -1;
+  }
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    return status;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int gate_ = -1;
+  bool reaped_ = false;
+};
+
+// True when `pid` is gone or a zombie within a second.
+bool IsDeadSoon(pid_t pid) {
+  for (int i = 0; i < 100; ++i) {
+    std::string stat;
+    FILE* f = fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "re");
+    if (f == nullptr) return true;
+    char buf[512] = {};
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    stat.assign(buf, n);
+    size_t paren = stat.rfind(')');
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z') {
+      return true;
+    }
+    usleep(10000);
+  }
+  return false;
+}
+
+class CgroupV1Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IMGTOOL_REQUIRE_ROOT();
+    auto layout = DetectCgroupLayout();
+    ASSERT_TRUE(layout) << layout.error().ToString();
+    if (layout->version != CgroupVersion::kV1) GTEST_SKIP() << "this machine has no cgroup v1";
+    layout_ = *layout;
+    layout_.parent = "imgtool-test-" + std::to_string(getpid());
+  }
+  void TearDown() override {
+    for (const auto& [controller, mount] : layout_.v1_mounts) {
+      rmdir((mount / layout_.parent).c_str());
+    }
+  }
+
+  // No dir named `id` is left in any hierarchy.
+  void ExpectGone(const std::string& id) {
+    for (const auto& [controller, mount] : layout_.v1_mounts) {
+      EXPECT_FALSE(std::filesystem::exists(mount / layout_.parent / id)) << controller;
+    }
+  }
+
+  CgroupLayout layout_;
+};
+
+TEST_F(CgroupV1Test, MemoryLimitOomKills) {
+  auto manager = NewCgroupManager("oom", layout_);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.memory_bytes = 32 << 20;
+  auto created = (*manager)->Create(r);
+  ASSERT_TRUE(created) << created.error().ToString();
+  EXPECT_EQ(ReadCgroupFile(layout_.v1_mounts.at("memory") / layout_.parent / "oom",
+                           "memory.limit_in_bytes")
+                .value(),
+            std::to_string(32 << 20) + "\n");
+
+  GatedChild child([] {
+    for (int i = 0; i < 512; ++i) {
+      char* block = static_cast<char*>(malloc(1 << 20));
+      if (block == nullptr) return 3;
+      memset(block, i, 1 << 20);
+    }
+    return 0;
+  });
+  ASSERT_GT(child.pid(), 0);
+  ASSERT_TRUE((*manager)->AddProcess(child.pid()));
+  auto oom = (*manager)->OomKilled();
+  ASSERT_TRUE(oom);
+  EXPECT_FALSE(*oom);
+  child.Release();
+  int status = child.Wait();
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  oom = (*manager)->OomKilled();
+  ASSERT_TRUE(oom) << oom.error().ToString();
+  EXPECT_TRUE(*oom);
+  auto destroyed = (*manager)->Destroy();
+  ASSERT_TRUE(destroyed) << destroyed.error().ToString();
+  ExpectGone("oom");
+}
+
+TEST_F(CgroupV1Test, PidsLimitStopsForkLoop) {
+  auto manager = NewCgroupManager("pids", layout_);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.pids_limit = 16;
+  ASSERT_TRUE((*manager)->Create(r));
+  GatedChild child([] {
+    int forked = 0;
+    for (int i = 0; i < 100; ++i) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        pause();
+        _exit(0);
+      }
+      if (pid < 0) break;
+      ++forked;
+    }
+    return forked;
+  });
+  ASSERT_TRUE((*manager)->AddProcess(child.pid()));
+  child.Release();
+  int status = child.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 15) << "16 tasks: the child and 15 of its forks";
+
+  // The host is fine: this process still forks.
+  pid_t pid = fork();
+  if (pid == 0) _exit(7);
+  ASSERT_GT(pid, 0);
+  int host_status = 0;
+  waitpid(pid, &host_status, 0);
+  EXPECT_EQ(WEXITSTATUS(host_status), 7);
+
+  auto pids = (*manager)->Pids();
+  ASSERT_TRUE(pids);
+  EXPECT_EQ(pids->size(), 15u) << "the orphaned forks";
+  auto still_busy = (*manager)->Destroy();
+  ASSERT_FALSE(still_busy);
+  EXPECT_EQ(still_busy.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(still_busy.error().message().find("still has 15 process(es)"), std::string::npos)
+      << still_busy.error().ToString();
+  ASSERT_TRUE((*manager)->Kill(SIGKILL));
+  auto destroyed = (*manager)->Destroy();
+  ASSERT_TRUE(destroyed) << destroyed.error().ToString();
+  ExpectGone("pids");
+}
+
+TEST_F(CgroupV1Test, CpuLimitsAreWritten) {
+  auto manager = NewCgroupManager("cpu", layout_);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.cpus = 0.5;
+  r.cpu_shares = 512;
+  r.cpuset_cpus = "0";
+  r.memory_bytes = 64 << 20;
+  r.memory_swap_bytes = 128 << 20;
+  auto created = (*manager)->Create(r);
+  ASSERT_TRUE(created) << created.error().ToString();
+  auto dir = [&](const char* controller) {
+    return layout_.v1_mounts.at(controller) / layout_.parent / "cpu";
+  };
+  EXPECT_EQ(ReadCgroupFile(dir("cpu"), "cpu.cfs_quota_us").value(), "50000\n");
+  EXPECT_EQ(ReadCgroupFile(dir("cpu"), "cpu.cfs_period_us").value(), "100000\n");
+  EXPECT_EQ(ReadCgroupFile(dir("cpu"), "cpu.shares").value(), "512\n");
+  EXPECT_EQ(ReadCgroupFile(dir("cpuset"), "cpuset.cpus").value(), "0\n");
+  EXPECT_NE(ReadCgroupFile(dir("cpuset"), "cpuset.mems").value(), "\n")
+      << "mems inherited, or no task could join";
+  if (CgroupFileExists(dir("memory"), "memory.memsw.limit_in_bytes")) {
+    EXPECT_EQ(ReadCgroupFile(dir("memory"), "memory.memsw.limit_in_bytes").value(),
+              std::to_string(128 << 20) + "\n");
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir("cpuacct")));
+  EXPECT_EQ((*manager)->Path(), dir("memory").string());
+  EXPECT_FALSE((*manager)->DirFdForCloneIntoCgroup());
+
+  // A process joins every hierarchy.
+  GatedChild child([] { return 0; });
+  ASSERT_TRUE((*manager)->AddProcess(child.pid()));
+  for (const char* controller : {"cpu", "cpuacct", "cpuset", "memory", "pids"}) {
+    EXPECT_EQ(ReadCgroupFile(dir(controller), "cgroup.procs").value(),
+              std::to_string(child.pid()) + "\n")
+        << controller;
+  }
+  child.Release();
+  child.Wait();
+  auto destroyed = (*manager)->Destroy();
+  ASSERT_TRUE(destroyed) << destroyed.error().ToString();
+  ExpectGone("cpu");
+}
+
+TEST_F(CgroupV1Test, CleanupKillsAndRemovesStaleCgroups) {
+  auto stale = NewCgroupManager("stale", layout_);
+  auto live = NewCgroupManager("live", layout_);
+  ASSERT_TRUE(stale && live);
+  ASSERT_TRUE((*stale)->Create({}));
+  ASSERT_TRUE((*live)->Create({}));
+  // A leftover process whose imgtool died: not our child any more.
+  GatedChild middle([&] {
+    pid_t orphan = fork();
+    if (orphan == 0) {
+      setsid();
+      pause();
+      _exit(0);
+    }
+    return 0;
+  });
+  ASSERT_TRUE((*stale)->AddProcess(middle.pid()));
+  middle.Release();
+  middle.Wait();
+  auto pids = (*stale)->Pids();
+  ASSERT_TRUE(pids);
+  ASSERT_EQ(pids->size(), 1u);
+  pid_t orphan = (*pids)[0];
+
+  auto removed = CleanupStaleCgroups(layout_, [](std::string_view id) { return id == "live"; });
+  ASSERT_TRUE(removed) << removed.error().ToString();
+  EXPECT_EQ(*removed, std::vector<std::string>{"stale"});
+  ExpectGone("stale");
+  EXPECT_TRUE(std::filesystem::exists(layout_.v1_mounts.at("memory") / layout_.parent / "live"));
+  EXPECT_TRUE(IsDeadSoon(orphan)) << "the leftover process was killed";
+  ASSERT_TRUE((*live)->Destroy());
+  ExpectGone("live");
+}
+
+}  // namespace
+}  // namespace imgtool::runner
