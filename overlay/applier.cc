@@ -633,7 +633,7 @@ class EntryWriter {
     while (true) {
       int r = archive_read_data_block(a, &buf, &size, &offset);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return ArchiveError(a).Wrap("read data");
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return ArchiveError(a).Wrap("read data");
       if (offset != pos) {
         // A hole in a sparse entry.
         if (::lseek(fd, offset, SEEK_SET) < 0) return ErrnoError("seek");
@@ -830,11 +830,9 @@ class EntryWriter {
     std::string victim_path = Join(parent, victim);
     std::string victim_name(victim);
     if (mode_ == WhiteoutMode::kOverlay) {
+      if (!privileged_) return PermissionDeniedError("a whiteout needs root (char device 0/0)");
       IMGTOOL_ASSIGN_OR_RETURN(int dir_fd, OpenDir(parent, true));
       if (::mknodat(dir_fd, victim_name.c_str(), S_IFCHR, makedev(0, 0)) == 0) return OkStatus();
-      if (errno == EPERM && !privileged_) {
-        return PermissionDeniedError("a whiteout needs root (char device 0/0)");
-      }
       if (errno != EEXIST) return ErrnoError("mknod whiteout");
       // The same layer also has the entry: it stays (whiteouts hide only lower
       // layers), but a directory must then hide the lower one's contents.
@@ -903,7 +901,9 @@ Result<int64_t> ApplyTar(TarSource& source, int root_fd, const ApplyOptions& opt
     struct archive_entry* ae = nullptr;
     int r = archive_read_next_header(a.get(), &ae);
     if (r == ARCHIVE_EOF) break;
-    if (r < ARCHIVE_WARN) {
+    // ARCHIVE_RETRY (a damaged header libarchive could skip) is an error too: a
+    // layer is exactly what its digest says, never a best-effort read.
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
       return ArchiveError(a.get()).Wrap(StrCat("after entry ", count));
     }
     if (r == ARCHIVE_WARN) {

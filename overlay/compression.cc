@@ -168,8 +168,9 @@ class ZstdCodec final : public DecompressingReader::Codec {
     ZSTD_outBuffer output{out, out_size, 0};
     size_t ret = ZSTD_decompressStream(ctx_, &output, &input);
     if (ZSTD_isError(ret)) return DataLossError(StrCat("zstd: ", ZSTD_getErrorName(ret)));
-    // 0 means a frame ended and everything it holds has been flushed.
-    frame_open_ = ret != 0;
+    // 0 means a frame ended and everything it holds has been flushed. A call
+    // that moved nothing says nothing: past the end it hints at the next frame.
+    if (input.pos > 0 || output.pos > 0) frame_open_ = ret != 0;
     any_input_ = any_input_ || input.pos > 0;
     return Step{input.pos, output.pos};
   }

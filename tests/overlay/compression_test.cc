@@ -1,0 +1,234 @@
+#include "overlay/compression.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/temp_dir.h"
+#include "tests/overlay/layer_test_util.h"
+#include "tests/support/test_util.h"
+
+namespace imgtool::overlay {
+namespace {
+
+using ::imgtool::testing::RunCommand;
+using ::imgtool::testing::WriteTestFile;
+using ::testing::HasSubstr;
+using testing::BytesFd;
+using testing::Compress;
+using testing::TestData;
+
+// Reads a whole stream through DecompressingReader.
+Result<std::string> DecompressAll(std::string_view blob, Compression* detected = nullptr,
+                                  Digest* blob_digest = nullptr) {
+  UniqueFd fd = BytesFd(blob);
+  IMGTOOL_ASSIGN_OR_RETURN(DecompressingReader reader, DecompressingReader::Open(fd.get()));
+  if (detected != nullptr) *detected = reader.compression();
+  std::string out;
+  char buf[70000];  // not a multiple of any internal buffer size
+  while (true) {
+    IMGTOOL_ASSIGN_OR_RETURN(size_t n, reader.Read(buf, sizeof(buf)));
+    if (n == 0) break;
+    out.append(buf, n);
+  }
+  if (blob_digest != nullptr) *blob_digest = reader.FinishCompressedDigest();
+  return out;
+}
+
+std::string RunTool(const std::vector<std::string>& argv, std::string_view blob) {
+  auto dir = TempDir::Create("imgtool-comp-");
+  EXPECT_TRUE(dir.has_value());
+  std::string path = (dir->path() / "blob").string();
+  WriteTestFile(path, blob);
+  std::vector<std::string> args = argv;
+  args.push_back(path);
+  auto r = RunCommand(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.out;
+}
+
+TEST(CompressionTest, DetectsByMagic) {
+  const uint8_t gz[] = {0x1f, 0x8b, 0x08, 0x00};
+  const uint8_t zst[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00};
+  const uint8_t tar[] = {'e', 't', 'c', '/'};
+  EXPECT_EQ(DetectCompression(gz), Compression::kGzip);
+  EXPECT_EQ(DetectCompression(zst), Compression::kZstd);
+  EXPECT_EQ(DetectCompression(tar), Compression::kNone);
+  EXPECT_EQ(DetectCompression(std::span<const uint8_t>(zst, 3)), Compression::kNone);
+  EXPECT_EQ(DetectCompression({}), Compression::kNone);
+  EXPECT_EQ(LayerMediaType(Compression::kZstd), "application/vnd.oci.image.layer.v1.tar+zstd");
+}
+
+TEST(CompressionTest, GzipIsIdenticalForOneAndTwoThreadsAndReadableByGzip) {
+  // Several blocks plus a partial one, so dictionaries and the crc combine matter.
+  std::string data = TestData(5 * 128 * 1024 + 12345);
+  std::string one = Compress(data, Compression::kGzip, 1);
+  std::string two = Compress(data, Compression::kGzip, 2);
+  std::string four = Compress(data, Compression::kGzip, 4);
+  ASSERT_FALSE(one.empty());
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, four);
+  EXPECT_LT(one.size(), data.size() / 2);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, one), data);
+  // `gzip -t` also checks the crc32 and length in the trailer.
+  EXPECT_EQ(RunTool({"gzip", "-t"}, one), "");
+  auto back = DecompressAll(one);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, data);
+}
+
+TEST(CompressionTest, GzipHeaderCarriesNoNameTimeOrHost) {
+  std::string gz = Compress("hello", Compression::kGzip, 1);
+  ASSERT_GE(gz.size(), 18u);
+  EXPECT_EQ(static_cast<uint8_t>(gz[0]), 0x1f);
+  EXPECT_EQ(static_cast<uint8_t>(gz[1]), 0x8b);
+  EXPECT_EQ(gz[2], 8);                           // deflate
+  EXPECT_EQ(gz[3], 0);                           // no FNAME/FEXTRA/FCOMMENT
+  EXPECT_EQ(gz.substr(4, 4), std::string(4, '\0'));  // mtime 0
+  EXPECT_EQ(static_cast<uint8_t>(gz[9]), 0xff);  // OS unknown
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, gz), "hello");
+}
+
+TEST(CompressionTest, GzipLevelChangesOutputAndIsChecked) {
+  std::string data = TestData(400000);
+  std::string fast = Compress(data, Compression::kGzip, 2, 1);
+  std::string best = Compress(data, Compression::kGzip, 2, 9);
+  EXPECT_NE(fast, best);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, fast), data);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, best), data);
+  StringSink sink;
+  CompressOptions bad;
+  bad.level = 10;
+  auto c = NewCompressor(bad, sink);
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(CompressionTest, GzipOfNothingAndOfExactBlocks) {
+  std::string empty = Compress("", Compression::kGzip, 2);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, empty), "");
+  std::string exact = TestData(2 * 128 * 1024);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, Compress(exact, Compression::kGzip, 2)), exact);
+}
+
+TEST(CompressionTest, GzipDoesNotDependOnWriteSizes) {
+  std::string data = TestData(300000);
+  StringSink sink;
+  CompressOptions options;
+  options.threads = 2;
+  auto c = NewCompressor(options, sink);
+  ASSERT_TRUE(c.has_value());
+  for (size_t i = 0; i < data.size(); i += 777) {
+    ASSERT_TRUE((*c)->Write(data.data() + i, std::min<size_t>(777, data.size() - i)).has_value());
+  }
+  ASSERT_TRUE((*c)->Finish().has_value());
+  EXPECT_EQ(sink.data(), Compress(data, Compression::kGzip, 1));
+}
+
+TEST(CompressionTest, ZstdIsDeterministicWithChecksumAndNoContentSize) {
+  std::string data = TestData(3 << 20);
+  std::string one = Compress(data, Compression::kZstd, 1);
+  std::string two = Compress(data, Compression::kZstd, 2);
+  EXPECT_EQ(one, two);
+  // Same input in small writes: still the same bytes.
+  StringSink sink;
+  CompressOptions options;
+  options.compression = Compression::kZstd;
+  options.threads = 2;
+  auto c = NewCompressor(options, sink);
+  ASSERT_TRUE(c.has_value());
+  for (size_t i = 0; i < data.size(); i += 4096) {
+    ASSERT_TRUE((*c)->Write(data.data() + i, std::min<size_t>(4096, data.size() - i)).has_value());
+  }
+  ASSERT_TRUE((*c)->Finish().has_value());
+  EXPECT_EQ(sink.data(), one);
+  // Frame header descriptor: no content size (bits 7-6, single segment bit 5), checksum (bit 2).
+  ASSERT_GT(one.size(), 5u);
+  uint8_t fhd = static_cast<uint8_t>(one[4]);
+  EXPECT_EQ(fhd & 0xe0, 0);
+  EXPECT_EQ(fhd & 0x04, 0x04);
+  EXPECT_EQ(RunTool({"zstd", "-dc"}, one), data);
+  auto back = DecompressAll(one);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, data);
+}
+
+TEST(CompressionTest, ReaderHashesTheCompressedBytes) {
+  std::string data = TestData(200000);
+  for (Compression c : {Compression::kNone, Compression::kGzip, Compression::kZstd}) {
+    std::string blob = c == Compression::kNone ? data : Compress(data, c, 2);
+    Compression detected;
+    Digest digest;
+    auto back = DecompressAll(blob, &detected, &digest);
+    ASSERT_TRUE(back.has_value()) << back.error().ToString();
+    EXPECT_EQ(*back, data);
+    EXPECT_EQ(detected, c);
+    EXPECT_EQ(digest, Digest::Sha256Of(blob)) << CompressionName(c);
+  }
+}
+
+TEST(CompressionTest, ReadsConcatenatedGzipMembersAndZstdFrames) {
+  std::string a = TestData(1000, 1), b = TestData(2000, 2);
+  auto gz = DecompressAll(Compress(a, Compression::kGzip, 1) + Compress(b, Compression::kGzip, 1));
+  ASSERT_TRUE(gz.has_value()) << gz.error().ToString();
+  EXPECT_EQ(*gz, a + b);
+  auto zst = DecompressAll(Compress(a, Compression::kZstd) + Compress(b, Compression::kZstd));
+  ASSERT_TRUE(zst.has_value()) << zst.error().ToString();
+  EXPECT_EQ(*zst, a + b);
+}
+
+TEST(CompressionTest, TruncatedStreamsAreDataLoss) {
+  std::string data = TestData(500000);
+  std::string gz = Compress(data, Compression::kGzip, 2);
+  std::string zst = Compress(data, Compression::kZstd, 2);
+  for (size_t cut : {gz.size() / 2, gz.size() - 4, size_t{5}}) {
+    auto r = DecompressAll(std::string_view(gz).substr(0, cut));
+    ASSERT_FALSE(r.has_value()) << "gzip cut at " << cut;
+    EXPECT_EQ(r.error().code(), ErrorCode::kDataLoss);
+    EXPECT_THAT(r.error().ToString(), HasSubstr("gzip"));
+  }
+  auto r = DecompressAll(std::string_view(gz).substr(0, gz.size() / 2));
+  EXPECT_THAT(r.error().ToString(), HasSubstr("truncated"));
+  for (size_t cut : {zst.size() / 2, zst.size() - 1, size_t{6}}) {
+    auto z = DecompressAll(std::string_view(zst).substr(0, cut));
+    ASSERT_FALSE(z.has_value()) << "zstd cut at " << cut;
+    EXPECT_EQ(z.error().code(), ErrorCode::kDataLoss);
+    EXPECT_THAT(z.error().ToString(), HasSubstr("zstd"));
+  }
+}
+
+TEST(CompressionTest, CorruptAndTrailingGarbageAreDataLoss) {
+  std::string data = TestData(300000);
+  std::string gz = Compress(data, Compression::kGzip, 1);
+  std::string corrupt = gz;
+  for (size_t i = 100; i < 140; ++i) corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
+  auto r = DecompressAll(corrupt);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), ErrorCode::kDataLoss);
+
+  auto trailing = DecompressAll(gz + "garbage!");
+  ASSERT_FALSE(trailing.has_value());
+  EXPECT_EQ(trailing.error().code(), ErrorCode::kDataLoss);
+  EXPECT_THAT(trailing.error().ToString(), HasSubstr("after member 1"));
+
+  std::string zst = Compress(data, Compression::kZstd, 1);
+  std::string zcorrupt = zst;
+  for (size_t i = zst.size() / 2; i < zst.size() / 2 + 64; ++i) zcorrupt[i] ^= 0x33;
+  auto z = DecompressAll(zcorrupt);
+  ASSERT_FALSE(z.has_value());
+  EXPECT_EQ(z.error().code(), ErrorCode::kDataLoss);
+}
+
+TEST(CompressionTest, HashingSinkHashesAndForwards) {
+  StringSink inner;
+  HashingSink sink(inner);
+  ASSERT_TRUE(sink.Write("abc", 3).has_value());
+  ASSERT_TRUE(sink.Write("def", 3).has_value());
+  EXPECT_EQ(inner.data(), "abcdef");
+  EXPECT_EQ(sink.size(), 6);
+  EXPECT_EQ(sink.Finish(), Digest::Sha256Of("abcdef"));
+}
+
+}  // namespace
+}  // namespace imgtool::overlay
