@@ -351,13 +351,13 @@ Status Importer::ConsumeFile(EntrySource& source, const std::string& name, int64
   bool keep_in_memory;
   if (is_metadata) {
     if (size > static_cast<int64_t>(options_.max_json_size)) {
-      return InvalidArgumentError(StrCat(name, ": ", size, " bytes is more than the limit of ",
-                                         options_.max_json_size));
+      return InvalidArgumentError(
+          StrCat(name, ": ", size, " bytes is more than the limit of ", options_.max_json_size));
     }
     keep_in_memory = true;
   } else {
-    int64_t limit = name.ends_with(".json") ? static_cast<int64_t>(options_.max_json_size)
-                                            : kSmallFileSize;
+    int64_t limit =
+        name.ends_with(".json") ? static_cast<int64_t>(options_.max_json_size) : kSmallFileSize;
     keep_in_memory = size <= limit && memory_used_ + static_cast<size_t>(size) <= kMemoryBudget;
   }
   if (!keep_in_memory) {
@@ -374,8 +374,8 @@ Status Importer::ConsumeFile(EntrySource& source, const std::string& name, int64
     got += n;
   }
   if (got != file.data.size()) {
-    return DataLossError(StrCat("archive entry \"", name, "\": truncated: ", got, " of ", size,
-                                " bytes"));
+    return DataLossError(
+        StrCat("archive entry \"", name, "\": truncated: ", got, " of ", size, " bytes"));
   }
   file.size = size;
   file.magic = file.data.substr(0, kMagicSize);
@@ -412,7 +412,8 @@ Result<ArchiveFile> Importer::IngestStream(EntrySource& source, const std::strin
 
 Result<const ArchiveFile*> Importer::FindFile(std::string_view path) const {
   auto cleaned = CleanPathInRoot(path);
-  if (!cleaned) return InvalidArgumentError("\"" + std::string(path) + "\" leads outside the archive");
+  if (!cleaned)
+    return InvalidArgumentError("\"" + std::string(path) + "\" leads outside the archive");
   std::string current = *cleaned;
   for (int hop = 0; hop <= kMaxLinkHops; ++hop) {
     if (auto it = files_.find(current); it != files_.end()) return &it->second;
@@ -428,8 +429,8 @@ Result<const ArchiveFile*> Importer::FindFile(std::string_view path) const {
 Result<std::string> Importer::FileBytes(const ArchiveFile& file, std::string_view what) const {
   if (!file.in_store) return file.data;
   if (file.size > static_cast<int64_t>(options_.max_json_size)) {
-    return InvalidArgumentError(StrCat(what, ": ", file.size, " bytes is more than the limit of ",
-                                       options_.max_json_size));
+    return InvalidArgumentError(
+        StrCat(what, ": ", file.size, " bytes is more than the limit of ", options_.max_json_size));
   }
   return store_.content().ReadBlob(file.digest, options_.max_json_size);
 }
@@ -476,14 +477,13 @@ Status Importer::ValidateManifest(const Digest& digest) {
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const Descriptor& layer = manifest.layers[i];
     if (!IsLayerMediaType(layer.media_type)) {
-      return InvalidArgumentError(StrCat(where, ": layers[", i, "]: media type \"",
-                                         layer.media_type, "\" is not a layer"));
+      return InvalidArgumentError(
+          StrCat(where, ": layers[", i, "]: media type \"", layer.media_type, "\" is not a layer"));
     }
     IMGTOOL_TRY(CheckBlob(StrCat("layers[", i, "]"), layer).Wrap(where));
     // An uncompressed layer is its own diffID, so the config can be checked
     // now; compressed ones are checked when they are unpacked.
-    if (layer.media_type == media_type::kOciLayerTar &&
-        layer.digest != config.rootfs.diff_ids[i]) {
+    if (layer.media_type == media_type::kOciLayerTar && layer.digest != config.rootfs.diff_ids[i]) {
       return DataLossError(StrCat(where, ": layers[", i, "] ", layer.digest.ToString(),
                                   " does not match config rootfs.diff_ids[", i, "] ",
                                   config.rootfs.diff_ids[i].ToString()));
@@ -591,8 +591,8 @@ Result<std::vector<LoadedImage>> Importer::FinishOci() {
     if (descriptor.media_type.empty()) {
       // Old layouts leave it out; the blob itself says what it is.
       IMGTOOL_TRY(CheckBlob("manifest", descriptor).Wrap(where));
-      IMGTOOL_ASSIGN_OR_RETURN(std::string json,
-                               store_.content().ReadBlob(descriptor.digest, options_.max_json_size));
+      IMGTOOL_ASSIGN_OR_RETURN(
+          std::string json, store_.content().ReadBlob(descriptor.digest, options_.max_json_size));
       auto type = DetectManifestMediaType(json);
       if (!type) return std::move(type).error().Wrap(where + ": " + descriptor.digest.ToString());
       descriptor.media_type = *type;
@@ -706,12 +706,12 @@ Result<std::vector<LoadedImage>> Importer::Tag(std::vector<LoadedImage> images,
     size_t unnamed = 0;
     for (const auto& r : refs) unnamed += r.empty() ? 1 : 0;
     if (unnamed > 1) {
-      return InvalidArgumentError(StrCat("a name was given but the archive holds ", unnamed,
-                                         " unnamed images"));
+      return InvalidArgumentError(
+          StrCat("a name was given but the archive holds ", unnamed, " unnamed images"));
     }
     for (auto& r : refs) {
-      if (r.empty()) r.push_back(options_.name->digest() ? options_.name->WithoutDigest()
-                                                         : *options_.name);
+      if (r.empty())
+        r.push_back(options_.name->digest() ? options_.name->WithoutDigest() : *options_.name);
     }
   }
   for (size_t i = 0; i < images.size(); ++i) {
@@ -724,6 +724,7 @@ Result<std::vector<LoadedImage>> Importer::Tag(std::vector<LoadedImage> images,
     for (const Reference& ref : refs[i]) {
       IMGTOOL_TRY(store_.index().Set(ref, images[i].descriptor).Wrap("tag " + ref.ToString()));
     }
+    if (refs[i].empty()) IMGTOOL_TRY(store_.index().AddUnnamed(images[i].descriptor));
   }
   return images;
 }

@@ -99,6 +99,18 @@ Status ImageIndex::Set(const Reference& ref, Descriptor descriptor) {
   return WriteLocked(std::move(entries)).Wrap("tag " + name);
 }
 
+Status ImageIndex::AddUnnamed(Descriptor descriptor) {
+  descriptor.annotations.erase(std::string(kAnnotationRefName));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, Lock(FileLock::Mode::kExclusive));
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<ImageEntry> entries, ReadLocked());
+  for (const ImageEntry& e : entries) {
+    if (e.descriptor.digest == descriptor.digest) return OkStatus();
+  }
+  std::string what = "add image " + descriptor.digest.ToString();
+  entries.push_back(ImageEntry{"", std::move(descriptor)});
+  return WriteLocked(std::move(entries)).Wrap(what);
+}
+
 Status ImageIndex::Remove(const Reference& ref) {
   std::string name = ref.ToString();
   IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, Lock(FileLock::Mode::kExclusive));

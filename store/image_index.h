@@ -48,6 +48,10 @@ class ImageIndex {
   Status Set(const Reference& ref, Descriptor descriptor);
   // NotFound when there is no such entry.
   Status Remove(const Reference& ref);
+  // Keeps an image that has no name (an unnamed image loaded from an archive):
+  // adds an entry without ref.name unless an entry with the same digest exists,
+  // so that gc keeps it and it can be found by ID.
+  Status AddUnnamed(Descriptor descriptor);
   // Removes every entry whose descriptor has `digest`; returns how many.
   Result<int> RemoveDigest(const Digest& digest);
 

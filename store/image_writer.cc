@@ -71,10 +71,11 @@ class TarImageWriter final : public ImageWriter {
     CountingSink counter(sink);
     IMGTOOL_TRY(produce(counter).Wrap(std::string(name)));
     if (counter.written() != size) {
-      return InternalError(StrCat(name, ": wrote ", counter.written(), " bytes, header says ",
-                                  size));
+      return InternalError(
+          StrCat(name, ": wrote ", counter.written(), " bytes, header says ", size));
     }
-    if (archive_write_finish_entry(a_.get()) != ARCHIVE_OK) return Fail("write " + std::string(name));
+    if (archive_write_finish_entry(a_.get()) != ARCHIVE_OK)
+      return Fail("write " + std::string(name));
     return OkStatus();
   }
 
@@ -278,8 +279,8 @@ Status WriteOciLayout(const Store& store, const std::vector<ExportItem>& images,
       return DataLossError(StrCat("blob ", digest.ToString(), ": stored size ", stored,
                                   " differs from the descriptor's ", size));
     }
-    IMGTOOL_TRY(writer.AddFile("blobs/sha256/" + digest.hex(), size,
-                               CopyBlob(store.content(), digest)));
+    IMGTOOL_TRY(
+        writer.AddFile("blobs/sha256/" + digest.hex(), size, CopyBlob(store.content(), digest)));
   }
   IMGTOOL_TRY(writer.AddFile("index.json", SerializeIndex(index)));
   return writer.AddFile("oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
@@ -304,9 +305,8 @@ Status WriteDockerArchive(const Store& store, const std::vector<ExportItem>& ima
     const std::vector<Digest>& diff_ids = image.config.rootfs.diff_ids;
     if (diff_ids.size() != image.manifest.layers.size()) {
       return InvalidArgumentError(StrCat("image ", image.manifest_descriptor.digest.ToString(),
-                                         ": config has ", diff_ids.size(),
-                                         " diff_ids for ", image.manifest.layers.size(),
-                                         " layers"));
+                                         ": config has ", diff_ids.size(), " diff_ids for ",
+                                         image.manifest.layers.size(), " layers"));
     }
     DockerImage* target = nullptr;
     for (DockerImage& existing : out_images) {
@@ -325,8 +325,8 @@ Status WriteDockerArchive(const Store& store, const std::vector<ExportItem>& ima
     }
     configs[image.manifest.config.digest] = image.manifest.config.size;
     for (size_t i = 0; i < diff_ids.size(); ++i) {
-      layers.emplace(diff_ids[i],
-                     LayerFile{image.manifest.layers[i].digest, image.manifest.layers[i].media_type});
+      layers.emplace(diff_ids[i], LayerFile{image.manifest.layers[i].digest,
+                                            image.manifest.layers[i].media_type});
     }
   }
 
@@ -484,8 +484,8 @@ Status ExportArchive(Store& store, const std::vector<ExportItem>& images, Archiv
   return FsyncPath(parent);
 }
 
-Status ExportArchiveToFd(Store& store, const std::vector<ExportItem>& images,
-                         ArchiveFormat format, int fd) {
+Status ExportArchiveToFd(Store& store, const std::vector<ExportItem>& images, ArchiveFormat format,
+                         int fd) {
   if (format == ArchiveFormat::kOciDir) {
     return InvalidArgumentError("oci-dir can only be written to a directory, not a stream");
   }

@@ -131,6 +131,10 @@ Result<FileLock> Store::AcquireWriteLease() const {
   return FileLock::Acquire(root_ / "gc.lock", FileLock::Mode::kShared).Wrap("write lease");
 }
 
+Result<FileLock> Store::AcquireGcLock() const {
+  return FileLock::Acquire(root_ / "gc.lock", FileLock::Mode::kExclusive).Wrap("gc lock");
+}
+
 Result<ResolvedImage> Store::ResolveDescriptor(const Descriptor& top,
                                                std::optional<Platform> platform) const {
   Platform wanted = platform ? *platform : HostPlatform();

@@ -80,6 +80,10 @@ class Store {
   // pull, a build) until the tag is set; gc takes it exclusively, so it never
   // sweeps blobs that are about to be tagged.
   Result<FileLock> AcquireWriteLease() const;
+  // The exclusive side of the write lease, for collectors outside the store
+  // (unused snapshots) that must not run while a writer is between writing and
+  // tagging. Release it before CollectGarbage, which takes it itself.
+  Result<FileLock> AcquireGcLock() const;
 
   // Marks everything reachable from index.json (index -> manifests -> config
   // and layers) and from `extra_roots` (e.g. images of live containers; a root

@@ -1,0 +1,59 @@
+// What every subcommand needs: where the store is and how to open its parts.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "overlay/snapshotter.h"
+#include "store/store.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace imgtool::cli {
+
+// imgtool's own failures exit with this, as podman does; commands that run
+// something else (run) pass its exit code through instead.
+inline constexpr int kExitFailure = 125;
+
+struct Context {
+  std::filesystem::path root;  // --root, $IMGTOOL_ROOT or /var/lib/imgtool
+  LogLevel log_level = LogLevel::kWarning;
+
+  // Unpacked layers live beside the blobs, so a root holds everything.
+  std::filesystem::path SnapshotRoot() const { return root / "snapshots"; }
+  // Scratch space for export and similar work that needs room on the store's
+  // filesystem rather than in /tmp.
+  std::filesystem::path ScratchRoot() const { return root / "tmp"; }
+
+  Result<std::unique_ptr<store::Store>> OpenStore() const;
+  Result<std::unique_ptr<overlay::OverlaySnapshotter>> OpenSnapshotter() const;
+};
+
+// A subcommand's body: the process exit code, or an error that the app prints
+// once as `imgtool: error: ...` and exits with kExitFailure.
+using Handler = std::function<Result<int>()>;
+
+class CommandRegistry {
+ public:
+  void Set(const CLI::App* command, Handler handler) { handlers_[command] = std::move(handler); }
+  const Handler* Find(const CLI::App* command) const {
+    auto it = handlers_.find(command);
+    return it == handlers_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  std::map<const CLI::App*, Handler> handlers_;
+};
+
+// One per group of subcommands (images_cmd.cc, archive_cmd.cc, maintenance_cmd.cc).
+void RegisterImageCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+void RegisterArchiveCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+void RegisterMaintenanceCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+
+}  // namespace imgtool::cli
