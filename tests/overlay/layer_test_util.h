@@ -3,6 +3,8 @@
 // compared entry by entry.
 #pragma once
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -133,6 +135,100 @@ inline std::string TestData(size_t size, uint32_t seed = 1) {
   }
   out.resize(size);
   return out;
+}
+
+// Reads a whole (possibly compressed) stream through DecompressingReader.
+inline Result<std::string> Decompress(std::string_view blob) {
+  UniqueFd fd = BytesFd(blob);
+  IMGTOOL_ASSIGN_OR_RETURN(DecompressingReader reader, DecompressingReader::Open(fd.get()));
+  std::string out;
+  std::string buf(1 << 16, '\0');
+  while (true) {
+    IMGTOOL_ASSIGN_OR_RETURN(size_t n, reader.Read(buf.data(), buf.size()));
+    if (n == 0) break;
+    out.append(buf.data(), n);
+  }
+  return out;
+}
+
+// One tar entry as libarchive reads it.
+struct TarEntryInfo {
+  std::string name;
+  char type = '?';  // f d l h c b p
+  unsigned mode = 0;
+  int64_t uid = 0;
+  int64_t gid = 0;
+  int64_t mtime = 0;
+  int64_t size = 0;
+  std::string uname;
+  std::string gname;
+  std::string link;
+  bool atime_set = false;
+  bool ctime_set = false;
+  std::map<std::string, std::string> xattrs;
+  std::string data;
+};
+
+// Lists a plain tar with libarchive (an independent reader of what we write).
+inline std::vector<TarEntryInfo> ListTar(std::string_view tar) {
+  std::vector<TarEntryInfo> out;
+  std::unique_ptr<struct archive, int (*)(struct archive*)> a(archive_read_new(),
+                                                              archive_read_free);
+  archive_read_support_format_tar(a.get());
+  if (archive_read_open_memory(a.get(), tar.data(), tar.size()) != ARCHIVE_OK) {
+    ADD_FAILURE() << archive_error_string(a.get());
+    return out;
+  }
+  struct archive_entry* e;
+  int r;
+  while ((r = archive_read_next_header(a.get(), &e)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
+    TarEntryInfo info;
+    info.name = archive_entry_pathname(e);
+    if (archive_entry_hardlink(e) != nullptr) {
+      info.type = 'h';
+      info.link = archive_entry_hardlink(e);
+    } else {
+      switch (archive_entry_filetype(e)) {
+        case AE_IFREG: info.type = 'f'; break;
+        case AE_IFDIR: info.type = 'd'; break;
+        case AE_IFLNK: info.type = 'l'; info.link = archive_entry_symlink(e); break;
+        case AE_IFCHR: info.type = 'c'; break;
+        case AE_IFBLK: info.type = 'b'; break;
+        case AE_IFIFO: info.type = 'p'; break;
+        default: break;
+      }
+    }
+    info.mode = archive_entry_perm(e);
+    info.uid = archive_entry_uid(e);
+    info.gid = archive_entry_gid(e);
+    info.mtime = archive_entry_mtime(e);
+    info.size = archive_entry_size(e);
+    if (archive_entry_uname(e) != nullptr) info.uname = archive_entry_uname(e);
+    if (archive_entry_gname(e) != nullptr) info.gname = archive_entry_gname(e);
+    info.atime_set = archive_entry_atime_is_set(e) != 0;
+    info.ctime_set = archive_entry_ctime_is_set(e) != 0;
+    archive_entry_xattr_reset(e);
+    const char* name;
+    const void* value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+      info.xattrs[name] = std::string(static_cast<const char*>(value), size);
+    }
+    char buf[65536];
+    la_ssize_t n;
+    while ((n = archive_read_data(a.get(), buf, sizeof(buf))) > 0) {
+      info.data.append(buf, static_cast<size_t>(n));
+    }
+    out.push_back(std::move(info));
+  }
+  EXPECT_EQ(r, ARCHIVE_EOF) << archive_error_string(a.get());
+  return out;
+}
+
+inline std::vector<std::string> TarNames(std::string_view tar) {
+  std::vector<std::string> names;
+  for (const TarEntryInfo& e : ListTar(tar)) names.push_back(e.name);
+  return names;
 }
 
 // One entry of a tree as the tests compare it.
