@@ -69,6 +69,7 @@ struct NetworkAttachment {
   std::string interface;  // name inside the container ("eth0")
   std::string host_interface;  // the host end of the veth
   std::vector<std::string> dns;  // nameservers for the container's resolv.conf
+  std::vector<std::string> dns_search;  // the host's search domains
 };
 
 class Network {
@@ -77,7 +78,9 @@ class Network {
   // False for host mode: the container shares the host's netns.
   virtual bool NeedsOwnNetns() const = 0;
   // Configures the container's netns (an fd on /proc/<pid>/ns/net of the
-  // waiting child). For none mode this brings lo up, so the child need not.
+  // waiting child). For none mode this brings lo up, so the child need not;
+  // pass -1 there when the child calls BringUpLoopback() itself (cheaper: no
+  // thread has to enter the netns). Host mode ignores the fd.
   virtual Result<NetworkAttachment> Attach(int netns_fd) = 0;
   // Undoes Attach: port rules, IPAM entry. The veth goes with the netns (the
   // kernel removes both ends when the container's netns dies), so Detach does
