@@ -23,20 +23,29 @@
 #include "tests/support/test_util.h"
 
 namespace imgtool::overlay {
+namespace conformance {
+
+// Named (not anonymous) so that ctest's test names read
+// "Snapshotter.Case<imgtool::overlay::conformance::OverlayFactory>".
+struct OverlayFactory {
+  static Result<std::unique_ptr<Snapshotter>> Open(const std::filesystem::path& root) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<OverlaySnapshotter> snapshotter,
+                             OverlaySnapshotter::Open(root));
+    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+  }
+};
+
+}  // namespace conformance
+
 namespace {
+
+using conformance::OverlayFactory;
 
 namespace fs = std::filesystem;
 using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
 using ::testing::HasSubstr;
 
-struct OverlayFactory {
-  static Result<std::unique_ptr<Snapshotter>> Open(const fs::path& root) {
-    IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<OverlaySnapshotter> snapshotter,
-                             OverlaySnapshotter::Open(root));
-    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
-  }
-};
 
 // Writes an OverlayFS whiteout: a 0/0 character device.
 void MakeWhiteout(const fs::path& path) {
@@ -284,7 +293,7 @@ REGISTER_TYPED_TEST_SUITE_P(SnapshotterMountTest, ActiveWithoutParentIsWritable,
                             ChainOf200LayersShowsEveryFile, ChainOf501LayersIsAClearError);
 
 using Implementations = ::testing::Types<OverlayFactory>;
-INSTANTIATE_TYPED_TEST_SUITE_P(Overlay, SnapshotterMountTest, Implementations);
+INSTANTIATE_TYPED_TEST_SUITE_P(SnapshotterMount, SnapshotterMountTest, Implementations);
 
 // On kernels without fsconfig "lowerdir+" (before 6.8) MountAt falls back to
 // one mount(2) option string; 500 snapshot layers must still fit in it.

@@ -20,20 +20,29 @@
 #include "tests/support/test_util.h"
 
 namespace imgtool::overlay {
+namespace conformance {
+
+// Named (not anonymous) so that ctest's test names read
+// "Snapshotter.Case<imgtool::overlay::conformance::OverlayFactory>".
+struct OverlayFactory {
+  static Result<std::unique_ptr<Snapshotter>> Open(const std::filesystem::path& root) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<OverlaySnapshotter> snapshotter,
+                             OverlaySnapshotter::Open(root));
+    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+  }
+};
+
+}  // namespace conformance
+
 namespace {
+
+using conformance::OverlayFactory;
 
 namespace fs = std::filesystem;
 using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
 using ::testing::HasSubstr;
 
-struct OverlayFactory {
-  static Result<std::unique_ptr<Snapshotter>> Open(const fs::path& root) {
-    IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<OverlaySnapshotter> snapshotter,
-                             OverlaySnapshotter::Open(root));
-    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
-  }
-};
 
 // The lower paths of an overlay mount, topmost first.
 std::vector<std::string> LowerDirs(const Mount& mount) {
@@ -458,7 +467,7 @@ REGISTER_TYPED_TEST_SUITE_P(SnapshotterTest, PrepareWithoutParentIsAWritableBind
                             StateSurvivesReopening, FourProcessesShareOneRoot);
 
 using Implementations = ::testing::Types<OverlayFactory>;
-INSTANTIATE_TYPED_TEST_SUITE_P(Overlay, SnapshotterTest, Implementations);
+INSTANTIATE_TYPED_TEST_SUITE_P(Snapshotter, SnapshotterTest, Implementations);
 
 // ---- OverlaySnapshotter's own layout ----
 
