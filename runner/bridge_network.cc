@@ -278,6 +278,7 @@ Result<NetworkAttachment> BridgeNetwork::Attach(int netns_fd) {
   Ipv4 address;
   std::vector<IptablesRule> rules;
   bool veth_created = false;
+  double locked_ms = 0, veth_ms = 0;
   {
     IMGTOOL_ASSIGN_OR_RETURN(
         Ipam ipam, Ipam::Open(spec_.state_dir, spec_.bridge_name, subnet_).Wrap(what));
@@ -309,16 +310,20 @@ Result<NetworkAttachment> BridgeNetwork::Attach(int netns_fd) {
       (void)ipam.Save();
     });
     IMGTOOL_TRY(ApplyIptablesRules(rules).Wrap(StrCat(what, ": publish ports")));
+    locked_ms = MillisSince(start);
     IMGTOOL_TRY(
         netlink.CreateVethPair(veth_, bridge_index, "eth0", netns_fd).Wrap(what));
     veth_created = true;
+    veth_ms = MillisSince(start);
     Status inside = ConfigureInside(netns_fd, address);
     if (!inside) return std::move(inside).error().Wrap(StrCat(what, ": inside the container"));
     undo.Cancel();
   }
   attached_ = true;
   LogDebug("bridge ", spec_.bridge_name, ": container ", spec_.container_id, " has ",
-           address.ToString(), " via ", veth_, " (", MillisSince(start), " ms)");
+           address.ToString(), " via ", veth_, " in ", MillisSince(start), " ms (state and rules ",
+           locked_ms, ", veth ", veth_ms - locked_ms, ", inside ", MillisSince(start) - veth_ms,
+           ")");
 
   NetworkAttachment attachment;
   attachment.ip = address.ToString();

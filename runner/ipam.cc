@@ -165,7 +165,9 @@ Status Ipam::Load() {
       entries.emplace(id, EntryFromJson(id, value));
     }
     std::map<uint32_t, std::string> draining;
-    for (const auto& [ip, veth] : state.value("draining", json::object()).items()) {
+    // Named, not a temporary: items() would outlive it inside the range-for.
+    const json draining_json = state.value("draining", json::object());
+    for (const auto& [ip, veth] : draining_json.items()) {
       auto address = Ipv4::Parse(ip);
       if (address) draining.emplace(address->value, veth.get<std::string>());
     }
