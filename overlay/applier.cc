@@ -263,7 +263,16 @@ bool IsMissing(const Error& e) {
 // ---------------------------------------------------------------------------
 // Entries
 
-enum class Kind { kFile, kDirectory, kSymlink, kHardlink, kCharDevice, kBlockDevice, kFifo, kSocket };
+enum class Kind {
+  kFile,
+  kDirectory,
+  kSymlink,
+  kHardlink,
+  kCharDevice,
+  kBlockDevice,
+  kFifo,
+  kSocket
+};
 
 struct Entry {
   std::string name;  // as in the tar
@@ -723,8 +732,7 @@ class EntryWriter {
   // For entries we cannot hold an ordinary fd to (symlinks, devices, fifos):
   // every call names the entry relative to its directory without following it.
   Status SetPathMetadata(const Entry& e, int dir_fd, const std::string& name, bool set_mode) {
-    if (privileged_ &&
-        ::fchownat(dir_fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (privileged_ && ::fchownat(dir_fd, name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoError("chown");
     }
     IMGTOOL_TRY(SetXattrs(e, -1, ProcPath(dir_fd, name)));
@@ -751,7 +759,7 @@ class EntryWriter {
     }
     IMGTOOL_ASSIGN_OR_RETURN(int dir_fd, OpenDir(parent, true));
     std::string name(base);
-    mode_t type = e.kind == Kind::kCharDevice   ? S_IFCHR
+    mode_t type = e.kind == Kind::kCharDevice    ? S_IFCHR
                   : e.kind == Kind::kBlockDevice ? S_IFBLK
                                                  : S_IFIFO;
     dev_t rdev = device ? e.rdev : 0;
@@ -836,8 +844,8 @@ class EntryWriter {
       if (errno != EEXIST) return ErrnoError("mknod whiteout");
       // The same layer also has the entry: it stays (whiteouts hide only lower
       // layers), but a directory must then hide the lower one's contents.
-      int fd = ::openat(dir_fd, victim_name.c_str(),
-                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int fd =
+          ::openat(dir_fd, victim_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0) return OkStatus();
       UniqueFd dir(fd);
       return SetOpaque(dir.get());

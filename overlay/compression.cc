@@ -131,8 +131,8 @@ class GzipCodec final : public DecompressingReader::Codec {
       default: {
         std::string what = stream_.msg != nullptr ? stream_.msg : "corrupt data";
         if (members_ > 0) {
-          return DataLossError(StrCat("gzip: data after member ", members_,
-                                      " is not a gzip member: ", what));
+          return DataLossError(
+              StrCat("gzip: data after member ", members_, " is not a gzip member: ", what));
         }
         return DataLossError("gzip: " + what);
       }
@@ -265,15 +265,15 @@ Result<size_t> DecompressingReader::Read(void* buf, size_t size) {
   size_t produced = 0;
   while (produced < size) {
     if (in_pos_ == in_end_ && !in_eof_) IMGTOOL_TRY(FillInput());
-    IMGTOOL_ASSIGN_OR_RETURN(Codec::Step step, codec_->Run(in_buf_.get() + in_pos_,
-                                                          in_end_ - in_pos_, out + produced,
-                                                          size - produced));
+    IMGTOOL_ASSIGN_OR_RETURN(
+        Codec::Step step,
+        codec_->Run(in_buf_.get() + in_pos_, in_end_ - in_pos_, out + produced, size - produced));
     in_pos_ += step.consumed;
     produced += step.produced;
     if (step.consumed == 0 && step.produced == 0) {
       if (in_pos_ < in_end_) {
-        return DataLossError(StrCat(CompressionName(compression_),
-                                    ": decompressor stalled on corrupt input"));
+        return DataLossError(
+            StrCat(CompressionName(compression_), ": decompressor stalled on corrupt input"));
       }
       if (in_eof_) {
         IMGTOOL_TRY(codec_->Finish());
@@ -315,8 +315,8 @@ class DeflateEngine {
   // Deflates `input` primed with the tail of `previous`; the last block ends the
   // deflate stream, the others end with a sync flush (byte-aligned, not final)
   // so that the blocks concatenate into one valid stream.
-  Status Deflate(const std::vector<uint8_t>& input, const std::vector<uint8_t>* previous,
-                 bool last, std::vector<uint8_t>* output) {
+  Status Deflate(const std::vector<uint8_t>& input, const std::vector<uint8_t>* previous, bool last,
+                 std::vector<uint8_t>* output) {
     if (!ok_) return InternalError("gzip: deflateInit2 failed");
     if (deflateReset(&stream_) != Z_OK) return InternalError("gzip: deflateReset failed");
     if (previous != nullptr && !previous->empty()) {
@@ -362,8 +362,8 @@ struct GzipJob {
 
 void RunGzipJob(DeflateEngine& engine, GzipJob& job) {
   job.status = engine.Deflate(*job.input, job.previous.get(), job.last, &job.output);
-  job.crc = static_cast<uint32_t>(
-      crc32(0, job.input->data(), static_cast<uInt>(job.input->size())));
+  job.crc =
+      static_cast<uint32_t>(crc32(0, job.input->data(), static_cast<uInt>(job.input->size())));
 }
 
 class GzipCompressor final : public Compressor {
@@ -587,7 +587,8 @@ Result<std::unique_ptr<Compressor>> NewCompressor(const CompressOptions& options
       return std::unique_ptr<Compressor>(std::make_unique<NoneCompressor>(out));
     case Compression::kGzip: {
       int level = options.level < 0 ? 6 : options.level;
-      if (level > 9) return InvalidArgumentError(StrCat("gzip level ", level, " is out of range 0..9"));
+      if (level > 9)
+        return InvalidArgumentError(StrCat("gzip level ", level, " is out of range 0..9"));
       auto compressor =
           std::make_unique<GzipCompressor>(out, level, EffectiveThreads(options.threads));
       IMGTOOL_TRY(compressor->WriteHeader());

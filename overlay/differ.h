@@ -33,7 +33,7 @@ struct DiffOptions {
 };
 
 struct LayerInfo {
-  Digest digest;  // of the compressed bytes (the blob)
+  Digest digest;     // of the compressed bytes (the blob)
   int64_t size = 0;  // of the blob
   Digest diff_id;    // of the uncompressed tar
   std::string media_type;

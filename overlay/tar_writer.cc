@@ -88,7 +88,10 @@ void SetChecksum(char* block) {
 }
 
 void FillUstarCommon(char* block) {
-  PutString(block, kOffMagic, std::string_view("ustar\0" "00", 8));
+  PutString(block, kOffMagic,
+            std::string_view("ustar\0"
+                             "00",
+                             8));
 }
 
 }  // namespace
@@ -145,9 +148,8 @@ Status TarWriter::WritePaxHeader(const std::string& name, const std::string& rec
 Status TarWriter::WriteHeader(const TarHeader& header) {
   if (finished_) return FailedPreconditionError("tar: header after end of archive");
   if (remaining_ != 0) {
-    return FailedPreconditionError(
-        StrCat("tar: entry \"", header.name, "\" started with ", remaining_,
-               " data bytes of the previous entry missing"));
+    return FailedPreconditionError(StrCat("tar: entry \"", header.name, "\" started with ",
+                                          remaining_, " data bytes of the previous entry missing"));
   }
   std::string name = header.name;
   if (header.type == TarType::kDirectory && (name.empty() || name.back() != '/')) name += '/';
@@ -197,8 +199,9 @@ Status TarWriter::WriteHeader(const TarHeader& header) {
   PutOctal(block, kOffSize, 12, std::min(size, MaxOctal(12)));
   PutOctal(block, kOffMtime, 12, std::clamp<int64_t>(header.mtime, 0, MaxOctal(12)));
   block[kOffType] = static_cast<char>(header.type);
-  PutString(block, kOffLinkname,
-            std::string_view(header.linkname).substr(0, std::min(kNameSize, header.linkname.size())));
+  PutString(
+      block, kOffLinkname,
+      std::string_view(header.linkname).substr(0, std::min(kNameSize, header.linkname.size())));
   FillUstarCommon(block);
   PutOctal(block, kOffDevMajor, 8, header.dev_major);
   PutOctal(block, kOffDevMinor, 8, header.dev_minor);

@@ -33,8 +33,8 @@ struct TarHeader {
   uint32_t mode = 0644;  // permission bits incl. setuid/setgid/sticky (07777)
   int64_t uid = 0;
   int64_t gid = 0;
-  int64_t size = 0;   // bytes of data that follow (regular files only)
-  int64_t mtime = 0;  // whole seconds
+  int64_t size = 0;      // bytes of data that follow (regular files only)
+  int64_t mtime = 0;     // whole seconds
   std::string linkname;  // symlink target or hardlink target path
   uint32_t dev_major = 0;
   uint32_t dev_minor = 0;

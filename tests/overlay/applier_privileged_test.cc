@@ -23,18 +23,18 @@ namespace {
 namespace fs = std::filesystem;
 using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
-using ::testing::ElementsAre;
 using testing::BytesFd;
 using testing::Compress;
 using testing::DescribeTree;
+using ::testing::ElementsAre;
 using testing::TarBuilder;
 using testing::TreeNames;
 
 // A valid VFS_CAP_REVISION_2 value granting CAP_NET_BIND_SERVICE (permitted).
 std::string NetBindCapability() {
   std::string v(20, '\0');
-  v[3] = 0x02;       // magic_etc = 0x02000000
-  v[4 + 1] = 0x04;   // permitted[0] bit 10
+  v[3] = 0x02;      // magic_etc = 0x02000000
+  v[4 + 1] = 0x04;  // permitted[0] bit 10
   return v;
 }
 
@@ -85,12 +85,8 @@ TEST_F(ApplierPrivilegedTest, KeepsOwnersSetuidCapabilitiesAndTrustedXattrs) {
   TarHeader big_ids = TarBuilder::Header("big", TarType::kRegular, 0600);
   big_ids.uid = 3000000000;
   big_ids.gid = 3000000001;
-  std::string tar = TarBuilder()
-                        .Add(suid, "binary")
-                        .Add(sgid_dir)
-                        .Add(link)
-                        .Add(big_ids, "b")
-                        .Tar();
+  std::string tar =
+      TarBuilder().Add(suid, "binary").Add(sgid_dir).Add(link).Add(big_ids, "b").Tar();
   auto r = Apply(Compress(tar, Compression::kGzip), target_);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
 
@@ -102,8 +98,7 @@ TEST_F(ApplierPrivilegedTest, KeepsOwnersSetuidCapabilitiesAndTrustedXattrs) {
   EXPECT_EQ(GetXattr(target_ / "usr/bin/ping", "security.capability"), NetBindCapability());
   EXPECT_EQ(GetXattr(target_ / "usr/bin/ping", "trusted.note"), "t");
   EXPECT_EQ(GetXattr(target_ / "usr/bin/ping", "user.note"), "u");
-  EXPECT_NE(GetXattr(target_ / "usr/bin/ping", "security.selinux"),
-            "system_u:object_r:bin_t:s0");
+  EXPECT_NE(GetXattr(target_ / "usr/bin/ping", "security.selinux"), "system_u:object_r:bin_t:s0");
   ASSERT_EQ(::lstat((target_ / "srv").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 33u);
   EXPECT_EQ(st.st_mode & 07777, 02775u);

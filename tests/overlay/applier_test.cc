@@ -22,11 +22,11 @@ namespace {
 namespace fs = std::filesystem;
 using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::BytesFd;
 using testing::Compress;
 using testing::DescribeTree;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using testing::TarBuilder;
 using testing::TestData;
 using testing::TreeNames;
@@ -201,8 +201,8 @@ TEST_F(ApplierTest, ChecksExpectedDigestAndDiffId) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ErrorCode::kDataLoss);
   EXPECT_THAT(r.error().ToString(), HasSubstr("layer " + wrong.ToString()));
-  EXPECT_THAT(r.error().ToString(),
-              HasSubstr("expected " + wrong.ToString() + ", got " + Digest::Sha256Of(blob).ToString()));
+  EXPECT_THAT(r.error().ToString(), HasSubstr("expected " + wrong.ToString() + ", got " +
+                                              Digest::Sha256Of(blob).ToString()));
 
   ApplyOptions bad_diff_id = ok;
   bad_diff_id.expected_diff_id = wrong;
@@ -238,8 +238,7 @@ TEST_F(ApplierTest, RefusesParentEscapes) {
                 "path leads outside the root");
   ExpectRefused(TarBuilder().Dir("a").File("a/../../escape", "x").Tar(), "a/../../escape",
                 "path leads outside the root");
-  ExpectRefused(TarBuilder().File("a/../inside", "x").Tar(), "a/../inside",
-                "path contains \"..\"");
+  ExpectRefused(TarBuilder().File("a/../inside", "x").Tar(), "a/../inside", "path contains \"..\"");
 }
 
 TEST_F(ApplierTest, RefusesAbsolutePaths) {
@@ -268,10 +267,7 @@ TEST_F(ApplierTest, RefusesHardlinksLeavingTheTreeOrToNothing) {
 TEST_F(ApplierTest, NeverWritesThroughASymlinkThatLeadsOut) {
   // An absolute link to the real outside dir: the write resolves inside the
   // target, as if the target were "/", and lands there.
-  auto r = Apply(TarBuilder()
-                     .Symlink("evil", outside_.string())
-                     .File("evil/pwned", "x")
-                     .Tar());
+  auto r = Apply(TarBuilder().Symlink("evil", outside_.string()).File("evil/pwned", "x").Tar());
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   ExpectOutsideUntouched();
   EXPECT_EQ(fs::read_symlink(target_ / "evil"), outside_);  // the link itself is kept
@@ -280,10 +276,8 @@ TEST_F(ApplierTest, NeverWritesThroughASymlinkThatLeadsOut) {
   // A relative link climbing far up is clamped at the root.
   fs::remove_all(target_);
   fs::create_directories(target_);
-  auto up = Apply(TarBuilder()
-                      .Symlink("up", "../../../../../../../../..")
-                      .File("up/landed", "inside")
-                      .Tar());
+  auto up = Apply(
+      TarBuilder().Symlink("up", "../../../../../../../../..").File("up/landed", "inside").Tar());
   ASSERT_TRUE(up.has_value()) << up.error().ToString();
   EXPECT_EQ(ReadTestFile(target_ / "landed"), "inside");
   ExpectOutsideUntouched();
@@ -314,9 +308,9 @@ TEST_F(ApplierTest, FileEntryReplacesASymlinkInsteadOfWritingThroughIt) {
 TEST_F(ApplierTest, CachedDirectoryReplacedBySymlinkIsNotFollowedOut) {
   auto r = Apply(TarBuilder()
                      .Dir("d")
-                     .File("d/a", "first")                // caches "d"
-                     .Symlink("d", outside_.string())     // replaces the directory
-                     .File("d/b", "must not leave")       // must re-resolve "d"
+                     .File("d/a", "first")             // caches "d"
+                     .Symlink("d", outside_.string())  // replaces the directory
+                     .File("d/b", "must not leave")    // must re-resolve "d"
                      .Tar());
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_TRUE(fs::is_symlink(target_ / "d"));
@@ -344,10 +338,10 @@ TEST_F(ApplierTest, RefusesWhiteoutsThatNameNoEntry) {
                   "whiteout \".wh..\" names no entry", mode);
     ExpectRefused(TarBuilder().File("a/.wh...", "").Tar(), "a/.wh...",
                   "whiteout \".wh...\" names no entry", mode);
-    ExpectRefused(TarBuilder().File(".wh.", "").Tar(), ".wh.",
-                  "whiteout \".wh.\" names no entry", mode);
-    ExpectRefused(TarBuilder().File("a/.wh.../..", "").Tar(), "a/.wh.../..",
-                  "path contains \"..\"", mode);
+    ExpectRefused(TarBuilder().File(".wh.", "").Tar(), ".wh.", "whiteout \".wh.\" names no entry",
+                  mode);
+    ExpectRefused(TarBuilder().File("a/.wh.../..", "").Tar(), "a/.wh.../..", "path contains \"..\"",
+                  mode);
     ExpectRefused(TarBuilder().File(".wh.../../../outside/sentinel", "").Tar(),
                   ".wh.../../../outside/sentinel", "path leads outside the root", mode);
   }
@@ -359,12 +353,8 @@ TEST_F(ApplierTest, UnprivilegedSkipsDevicesAndOwners) {
   TarHeader owned = TarBuilder::Header("owned", TarType::kRegular, 0644);
   owned.uid = 4242;
   owned.gid = 4343;
-  auto r = Apply(TarBuilder()
-                     .CharDevice("null", 1, 3)
-                     .Add(owned, "data")
-                     .Fifo("fifo")
-                     .Tar(),
-                 options);
+  auto r =
+      Apply(TarBuilder().CharDevice("null", 1, 3).Add(owned, "data").Fifo("fifo").Tar(), options);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_FALSE(fs::exists(fs::symlink_status(target_ / "null")));
   struct stat st;
@@ -496,9 +486,9 @@ TEST_F(ApplierTest, FlattenOpaqueKeepsThisLayersEntriesWhateverTheOrder) {
 }
 
 TEST_F(ApplierTest, FlattenOpaqueFirstAndImplicitParents) {
-  ASSERT_TRUE(ApplyFlatten(TarBuilder().Dir("d").File("d/old", "x").Dir("d/s").File("d/s/o", "x")
-                               .Tar())
-                  .has_value());
+  ASSERT_TRUE(
+      ApplyFlatten(TarBuilder().Dir("d").File("d/old", "x").Dir("d/s").File("d/s/o", "x").Tar())
+          .has_value());
   // No "d/" entry in the upper layer: "d/s/new" implies d and d/s.
   auto r = ApplyFlatten(TarBuilder().File("d/.wh..wh..opq", "").File("d/s/new", "n").Tar());
   ASSERT_TRUE(r.has_value()) << r.error().ToString();

@@ -14,9 +14,9 @@ namespace {
 
 using ::imgtool::testing::RunCommand;
 using ::imgtool::testing::WriteTestFile;
-using ::testing::HasSubstr;
 using testing::BytesFd;
 using testing::Compress;
+using ::testing::HasSubstr;
 using testing::TestData;
 
 // Reads a whole stream through DecompressingReader.
@@ -83,10 +83,10 @@ TEST(CompressionTest, GzipHeaderCarriesNoNameTimeOrHost) {
   ASSERT_GE(gz.size(), 18u);
   EXPECT_EQ(static_cast<uint8_t>(gz[0]), 0x1f);
   EXPECT_EQ(static_cast<uint8_t>(gz[1]), 0x8b);
-  EXPECT_EQ(gz[2], 8);                           // deflate
-  EXPECT_EQ(gz[3], 0);                           // no FNAME/FEXTRA/FCOMMENT
+  EXPECT_EQ(gz[2], 8);                               // deflate
+  EXPECT_EQ(gz[3], 0);                               // no FNAME/FEXTRA/FCOMMENT
   EXPECT_EQ(gz.substr(4, 4), std::string(4, '\0'));  // mtime 0
-  EXPECT_EQ(static_cast<uint8_t>(gz[9]), 0xff);  // OS unknown
+  EXPECT_EQ(static_cast<uint8_t>(gz[9]), 0xff);      // OS unknown
   EXPECT_EQ(RunTool({"gzip", "-dc"}, gz), "hello");
 }
 

@@ -22,8 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::imgtool::testing::WriteTestFile;
-using ::testing::ElementsAre;
 using testing::BytesFd;
+using ::testing::ElementsAre;
 using testing::ListTar;
 using testing::TarNames;
 using testing::TreeNames;
@@ -51,10 +51,10 @@ TEST_F(DifferPrivilegedTest, OverlayUpperBecomesAnOciLayer) {
   WriteTestFile(lower / "keep", "k");
 
   {
-    Mount m{"overlay",
-            "overlay",
-            {"lowerdir=" + lower.string(), "upperdir=" + upper.string(),
-             "workdir=" + work.string()}};
+    Mount m{
+        "overlay",
+        "overlay",
+        {"lowerdir=" + lower.string(), "upperdir=" + upper.string(), "workdir=" + work.string()}};
     Status mounted = MountAt(m, merged);
     if (!mounted) GTEST_SKIP() << "overlay mount unavailable: " << mounted.error().ToString();
     MountGuard guard(merged);

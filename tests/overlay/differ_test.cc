@@ -21,11 +21,11 @@ namespace {
 namespace fs = std::filesystem;
 using ::imgtool::testing::RunCommand;
 using ::imgtool::testing::WriteTestFile;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::BytesFd;
 using testing::Compress;
 using testing::Decompress;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using testing::ListTar;
 using testing::TarBuilder;
 using testing::TarNames;
@@ -104,10 +104,9 @@ TEST_F(DifferTest, InfoMatchesTheBytes) {
 TEST_F(DifferTest, EntriesAreWalkOrderedWithoutRootEntry) {
   MakeSampleTree();
   std::string tar = Write(Plain());
-  EXPECT_THAT(TarNames(tar),
-              ElementsAre("a/", "a/x", "a-b", "etc/", "etc/hostname", "fifo", "tool-link", "usr/",
-                          "usr/bin/", "usr/bin/tool", "usr/bin/tool2", "usr/lib/",
-                          "usr/lib/libx.so"));
+  EXPECT_THAT(TarNames(tar), ElementsAre("a/", "a/x", "a-b", "etc/", "etc/hostname", "fifo",
+                                         "tool-link", "usr/", "usr/bin/", "usr/bin/tool",
+                                         "usr/bin/tool2", "usr/lib/", "usr/lib/libx.so"));
   for (const auto& e : ListTar(tar)) {
     EXPECT_EQ(e.uname, "") << e.name;
     EXPECT_EQ(e.gname, "") << e.name;
@@ -237,7 +236,8 @@ TEST_F(DifferTest, MissingDirectoryIsAnError) {
   auto r = WriteLayer(tmp_->path() / "nope", sink, Plain());
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
-  EXPECT_THAT(r.error().ToString(), HasSubstr("write layer from " + (tmp_->path() / "nope").string()));
+  EXPECT_THAT(r.error().ToString(),
+              HasSubstr("write layer from " + (tmp_->path() / "nope").string()));
 }
 
 TEST(CompressTarStreamTest, CompressesAndHashesBothSides) {
@@ -268,8 +268,8 @@ TEST(CompressTarStreamTest, RefusesWhatIsNotATar) {
     EXPECT_EQ(info.error().code(), ErrorCode::kInvalidArgument);
     EXPECT_THAT(info.error().ToString(), HasSubstr("not a tar archive"));
   }
-  std::string truncated_gz = Compress(TarBuilder().File("f", TestData(300000)).Tar(),
-                                      Compression::kGzip);
+  std::string truncated_gz =
+      Compress(TarBuilder().File("f", TestData(300000)).Tar(), Compression::kGzip);
   truncated_gz.resize(truncated_gz.size() / 2);
   UniqueFd fd = BytesFd(truncated_gz);
   StringSink sink;

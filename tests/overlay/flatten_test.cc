@@ -13,10 +13,10 @@ namespace imgtool::overlay {
 namespace {
 
 namespace fs = std::filesystem;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::BytesFd;
 using testing::Compress;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using testing::ListTar;
 using testing::TarBuilder;
 using testing::TarNames;
@@ -78,9 +78,9 @@ TEST_F(FlattenTest, SquashesLayersAndResolvesWhiteouts) {
                             .File(".wh.var", "")
                             .Tar();
   std::string last = TarBuilder().Dir("var").File("var/new", "fresh").Tar();
-  auto out = Flatten({Compress(Base(), Compression::kGzip), Compress(upgrade, Compression::kZstd),
-                      last},
-                     {Digest::Sha256Of(Base()), Digest::Sha256Of(upgrade), Digest::Sha256Of(last)});
+  auto out =
+      Flatten({Compress(Base(), Compression::kGzip), Compress(upgrade, Compression::kZstd), last},
+              {Digest::Sha256Of(Base()), Digest::Sha256Of(upgrade), Digest::Sha256Of(last)});
   ASSERT_TRUE(out.has_value()) << out.error().ToString();
   EXPECT_THAT(TarNames(*out), ElementsAre("etc/", "etc/conf.d/", "etc/conf.d/c", "etc/os-release",
                                           "motd-link", "var/", "var/new"));
@@ -97,8 +97,8 @@ TEST_F(FlattenTest, OutputIsAPlainDeterministicTar) {
   ASSERT_TRUE(a.has_value()) << a.error().ToString();
   ASSERT_TRUE(b.has_value()) << b.error().ToString();
   EXPECT_EQ(*a, *b);
-  EXPECT_EQ(DetectCompression(std::span<const uint8_t>(
-                reinterpret_cast<const uint8_t*>(a->data()), a->size())),
+  EXPECT_EQ(DetectCompression(
+                std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(a->data()), a->size())),
             Compression::kNone);
   for (const auto& e : ListTar(*a)) {
     EXPECT_EQ(e.name.find(".wh."), std::string::npos) << e.name;

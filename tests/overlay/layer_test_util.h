@@ -120,8 +120,8 @@ inline UniqueFd BytesFd(std::string_view bytes) {
 // Compressible but not trivial bytes: words from a small vocabulary chosen by
 // a fixed pseudo-random sequence, with some raw noise mixed in.
 inline std::string TestData(size_t size, uint32_t seed = 1) {
-  static const char* kWords[] = {"layer ", "overlay ", "digest ", "sha256 ", "tar ",
-                                 "whiteout ", "image ", "\n", "config ", "0123456789 "};
+  static const char* kWords[] = {"layer ",    "overlay ", "digest ", "sha256 ", "tar ",
+                                 "whiteout ", "image ",   "\n",      "config ", "0123456789 "};
   std::string out;
   out.reserve(size + 16);
   uint32_t x = seed * 2654435761u + 1;
@@ -189,13 +189,27 @@ inline std::vector<TarEntryInfo> ListTar(std::string_view tar) {
       info.link = archive_entry_hardlink(e);
     } else {
       switch (archive_entry_filetype(e)) {
-        case AE_IFREG: info.type = 'f'; break;
-        case AE_IFDIR: info.type = 'd'; break;
-        case AE_IFLNK: info.type = 'l'; info.link = archive_entry_symlink(e); break;
-        case AE_IFCHR: info.type = 'c'; break;
-        case AE_IFBLK: info.type = 'b'; break;
-        case AE_IFIFO: info.type = 'p'; break;
-        default: break;
+        case AE_IFREG:
+          info.type = 'f';
+          break;
+        case AE_IFDIR:
+          info.type = 'd';
+          break;
+        case AE_IFLNK:
+          info.type = 'l';
+          info.link = archive_entry_symlink(e);
+          break;
+        case AE_IFCHR:
+          info.type = 'c';
+          break;
+        case AE_IFBLK:
+          info.type = 'b';
+          break;
+        case AE_IFIFO:
+          info.type = 'p';
+          break;
+        default:
+          break;
       }
     }
     info.mode = archive_entry_perm(e);

@@ -58,7 +58,8 @@ TEST(TarWriterTest, UstarWhenItFitsPaxOnlyWhenNeeded) {
 
 TEST(TarWriterTest, XattrsAreSortedBinarySafePaxRecords) {
   TarHeader h = TarBuilder::Header("f", TarType::kRegular, 0644);
-  h.xattrs = {{"user.z", "last"}, {"security.capability", std::string("\x01\0\0\x02", 4)},
+  h.xattrs = {{"user.z", "last"},
+              {"security.capability", std::string("\x01\0\0\x02", 4)},
               {"user.a", "first"}};
   std::string tar = TarBuilder().Add(h, "data").Tar();
   std::string pax(tar.data() + 512, 512);
