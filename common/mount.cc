@@ -41,13 +41,20 @@ struct FlagOption {
 };
 
 constexpr FlagOption kFlagOptions[] = {
-    {"ro", false, MS_RDONLY},         {"rw", true, MS_RDONLY},
-    {"nosuid", false, MS_NOSUID},     {"suid", true, MS_NOSUID},
-    {"nodev", false, MS_NODEV},       {"dev", true, MS_NODEV},
-    {"noexec", false, MS_NOEXEC},     {"exec", true, MS_NOEXEC},
-    {"noatime", false, MS_NOATIME},   {"relatime", false, MS_RELATIME},
-    {"strictatime", false, MS_STRICTATIME}, {"nodiratime", false, MS_NODIRATIME},
-    {"sync", false, MS_SYNCHRONOUS},  {"dirsync", false, MS_DIRSYNC},
+    {"ro", false, MS_RDONLY},
+    {"rw", true, MS_RDONLY},
+    {"nosuid", false, MS_NOSUID},
+    {"suid", true, MS_NOSUID},
+    {"nodev", false, MS_NODEV},
+    {"dev", true, MS_NODEV},
+    {"noexec", false, MS_NOEXEC},
+    {"exec", true, MS_NOEXEC},
+    {"noatime", false, MS_NOATIME},
+    {"relatime", false, MS_RELATIME},
+    {"strictatime", false, MS_STRICTATIME},
+    {"nodiratime", false, MS_NODIRATIME},
+    {"sync", false, MS_SYNCHRONOUS},
+    {"dirsync", false, MS_DIRSYNC},
 };
 
 constexpr std::pair<std::string_view, unsigned long> kPropagationOptions[] = {
@@ -113,8 +120,9 @@ bool FitsLegacyLimit(const std::string& data) { return data.size() <= PageSize()
 Status CheckLegacyDataSize(const std::string& data, std::string_view what) {
   size_t limit = PageSize() - 1;
   if (FitsLegacyLimit(data)) return OkStatus();
-  return InvalidArgumentError(StrCat(what, " is ", data.size(), " bytes, over the kernel's limit of ",
-                                     limit, " bytes (one page) for mount options"));
+  return InvalidArgumentError(StrCat(what, " is ", data.size(),
+                                     " bytes, over the kernel's limit of ", limit,
+                                     " bytes (one page) for mount options"));
 }
 
 Status ApplyPropagation(const ParsedOptions& options, const fs::path& target) {
@@ -161,8 +169,8 @@ Status MountBind(const Mount& mount, const ParsedOptions& options, const fs::pat
     // A remount changes only the top mount; submounts of an rbind need mount_setattr.
     struct mount_attr attr {};
     attr.attr_set = MOUNT_ATTR_RDONLY;
-    if (::syscall(SYS_mount_setattr, AT_FDCWD, target.c_str(), AT_RECURSIVE, &attr,
-                  sizeof(attr)) != 0) {
+    if (::syscall(SYS_mount_setattr, AT_FDCWD, target.c_str(), AT_RECURSIVE, &attr, sizeof(attr)) !=
+        0) {
       return ErrnoError("make recursive bind of " + mount.source +
                         " read-only (mount_setattr, Linux >= 5.12)");
     }
@@ -303,14 +311,14 @@ Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& opti
   }
   for (const auto& [key, value] : config.params) {
     int rc = value.empty() ? FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, key.c_str(), nullptr)
-                           : FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(),
-                                      value.c_str());
+                           : FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str());
     if (rc != 0) {
       return FsConfigError(fs_fd.get(), value.empty() ? key : key + "=" + value);
     }
   }
   if (FsConfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr) != 0) {
-    return FsConfigError(fs_fd.get(), StrCat("create with ", config.lowers.size(), " lower layers"));
+    return FsConfigError(fs_fd.get(),
+                         StrCat("create with ", config.lowers.size(), " lower layers"));
   }
   UniqueFd mount_fd(static_cast<int>(
       ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
@@ -401,9 +409,8 @@ Status MountOverlayLegacy(const OverlayConfig& config, const ParsedOptions& opti
     }
     std::string short_data = LegacyOverlayData(relative, config);
     IMGTOOL_TRY(CheckLegacyDataSize(
-        short_data,
-        StrCat("option string for ", config.lowers.size(), " lower layers, even relative to ",
-               common.string(), ",")));
+        short_data, StrCat("option string for ", config.lowers.size(),
+                           " lower layers, even relative to ", common.string(), ",")));
     IMGTOOL_TRY(MountFromDirectory(common, fs::absolute(target), options.flags, short_data));
   }
   MountGuard undo(target);
@@ -466,8 +473,7 @@ fs::path MountGuard::Release() {
   return target;
 }
 
-Result<std::vector<MountGuard>> MountAll(const std::vector<Mount>& mounts,
-                                         const fs::path& target) {
+Result<std::vector<MountGuard>> MountAll(const std::vector<Mount>& mounts, const fs::path& target) {
   std::vector<MountGuard> guards;
   guards.reserve(mounts.size());
   for (const Mount& mount : mounts) {

@@ -118,8 +118,10 @@ Result<Metadata> LoadMetadata(const fs::path& path) {
 Status SaveMetadata(const fs::path& path, const Metadata& metadata) {
   json snapshots = json::object();
   for (const auto& [name, entry] : metadata.snapshots) {
-    snapshots[name] = {{"id", entry.id},         {"kind", KindName(entry.kind)},
-                       {"parent", entry.parent}, {"labels", entry.labels},
+    snapshots[name] = {{"id", entry.id},
+                       {"kind", KindName(entry.kind)},
+                       {"parent", entry.parent},
+                       {"labels", entry.labels},
                        {"created", entry.created}};
   }
   json doc = {{"version", kMetadataVersion},
@@ -194,9 +196,9 @@ Result<std::vector<Mount>> MountsFor(const fs::path& root,
   switch (entry.kind) {
     case Kind::kActive: {
       if (lowers.empty()) return std::vector<Mount>{Mount{"bind", own, {"rbind", "rw"}}};
-      Mount mount{"overlay", "overlay",
-                  {lowerdir, "upperdir=" + own,
-                   "workdir=" + (root / entry.id / "work").string()}};
+      Mount mount{"overlay",
+                  "overlay",
+                  {lowerdir, "upperdir=" + own, "workdir=" + (root / entry.id / "work").string()}};
       mount.options.insert(mount.options.end(), overlay_options.begin(), overlay_options.end());
       return std::vector<Mount>{std::move(mount)};
     }
@@ -263,7 +265,8 @@ Result<std::vector<Mount>> OverlaySnapshotter::Create(Kind kind, const std::stri
                                                       const std::string& parent,
                                                       const Labels& labels) {
   if (key.empty()) return InvalidArgumentError("empty key");
-  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock,
+                           FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
   IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()));
   if (metadata.snapshots.count(key) != 0) return AlreadyExistsError("already exists");
   if (!parent.empty()) {
@@ -272,8 +275,8 @@ Result<std::vector<Mount>> OverlaySnapshotter::Create(Kind kind, const std::stri
       return NotFoundError("parent " + Quote(parent) + " not found");
     }
     if (it->second.kind != Kind::kCommitted) {
-      return FailedPreconditionError(StrCat("parent ", Quote(parent), " is ",
-                                            KindName(it->second.kind), ", not committed"));
+      return FailedPreconditionError(
+          StrCat("parent ", Quote(parent), " is ", KindName(it->second.kind), ", not committed"));
     }
   }
 
@@ -287,7 +290,8 @@ Result<std::vector<Mount>> OverlaySnapshotter::Create(Kind kind, const std::stri
   std::string id_text = std::to_string(id);
   fs::path dir = SnapshotDir(id_text);
   ScopeGuard remove_dir([&] { (void)RemoveTree(dir); });
-  if (::mkdir((dir / "fs").c_str(), 0755) != 0) return ErrnoError("create " + (dir / "fs").string());
+  if (::mkdir((dir / "fs").c_str(), 0755) != 0)
+    return ErrnoError("create " + (dir / "fs").string());
   if (kind == Kind::kActive && ::mkdir((dir / "work").c_str(), 0700) != 0) {
     return ErrnoError("create " + (dir / "work").string());
   }
@@ -311,10 +315,12 @@ Status OverlaySnapshotter::DoCommit(const std::string& name, const std::string& 
                                     const Labels& labels) {
   std::string context = "commit snapshot " + Quote(key) + " as " + Quote(name);
   if (name.empty()) return InvalidArgumentError(context + ": empty name");
-  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock,
+                           FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
   IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap(context));
   auto it = metadata.snapshots.find(key);
-  if (it == metadata.snapshots.end()) return NotFoundError(context + ": " + Quote(key) + " not found");
+  if (it == metadata.snapshots.end())
+    return NotFoundError(context + ": " + Quote(key) + " not found");
   if (it->second.kind != Kind::kActive) {
     return FailedPreconditionError(
         StrCat(context, ": ", Quote(key), " is ", KindName(it->second.kind), ", not active"));
@@ -338,7 +344,8 @@ Status OverlaySnapshotter::DoCommit(const std::string& name, const std::string& 
 
 Status OverlaySnapshotter::Remove(const std::string& key) {
   std::string context = "remove snapshot " + Quote(key);
-  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock,
+                           FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
   IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap(context));
   auto it = metadata.snapshots.find(key);
   if (it == metadata.snapshots.end()) return NotFoundError(context + ": not found");
@@ -349,8 +356,8 @@ Status OverlaySnapshotter::Remove(const std::string& key) {
     if (children++ == 0) child = name;
   }
   if (children > 0) {
-    return FailedPreconditionError(StrCat(context, ": it is the parent of ", children,
-                                          " snapshot(s), e.g. ", Quote(child)));
+    return FailedPreconditionError(
+        StrCat(context, ": it is the parent of ", children, " snapshot(s), e.g. ", Quote(child)));
   }
   std::string id = it->second.id;
   metadata.snapshots.erase(it);
@@ -373,8 +380,7 @@ Result<SnapshotInfo> OverlaySnapshotter::Stat(const std::string& key) {
 
 Result<std::vector<SnapshotInfo>> OverlaySnapshotter::List() {
   IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kShared));
-  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata,
-                           LoadMetadata(MetadataPath()).Wrap("list snapshots"));
+  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap("list snapshots"));
   std::vector<SnapshotInfo> infos;
   infos.reserve(metadata.snapshots.size());
   for (const auto& [name, entry] : metadata.snapshots) infos.push_back(InfoOf(name, entry));
@@ -405,7 +411,8 @@ Result<fs::path> OverlaySnapshotter::UpperDir(const std::string& key) {
 
 Result<size_t> OverlaySnapshotter::Cleanup() {
   std::string context = "clean up snapshots in " + root_.string();
-  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock,
+                           FileLock::Acquire(LockPath(), FileLock::Mode::kExclusive));
   IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap(context));
   std::map<std::string, Kind> owned;
   for (const auto& [name, entry] : metadata.snapshots) owned[entry.id] = entry.kind;

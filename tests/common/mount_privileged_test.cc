@@ -1,5 +1,7 @@
 // MountAt, MountGuard and MountAll against the real kernel: needs root.
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -11,9 +13,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <linux/magic.h>
 
 #include "common/mount.h"
 #include "common/scope_guard.h"

@@ -2,6 +2,8 @@
 // sees through the mounts a snapshotter returns. Typed over a factory like
 // snapshotter_test.cc; add another implementation at the INSTANTIATE line.
 #include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -12,9 +14,6 @@
 #include <map>
 #include <memory>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "common/mount.h"
 #include "common/scope_guard.h"
@@ -45,7 +44,6 @@ namespace fs = std::filesystem;
 using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
 using ::testing::HasSubstr;
-
 
 // Writes an OverlayFS whiteout: a 0/0 character device.
 void MakeWhiteout(const fs::path& path) {
@@ -190,9 +188,8 @@ TYPED_TEST_P(SnapshotterMountTest, LayersAreVisibleAndWritesLandInTheUpperDir) {
 
 TYPED_TEST_P(SnapshotterMountTest, WhiteoutHidesALowerFile) {
   ASSERT_TRUE(this->CommitFiles("l1", "", {{"gone", "x"}, {"kept", "y"}}));
-  ASSERT_TRUE(this->CommitLayer("l2", "l1", [](const fs::path& upper) {
-    MakeWhiteout(upper / "gone");
-  }));
+  ASSERT_TRUE(
+      this->CommitLayer("l2", "l1", [](const fs::path& upper) { MakeWhiteout(upper / "gone"); }));
   for (const char* kind : {"view", "active"}) {
     std::string key = std::string(kind) + "-top";
     if (std::string(kind) == "view") {

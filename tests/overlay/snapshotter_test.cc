@@ -43,7 +43,6 @@ using ::imgtool::testing::ReadTestFile;
 using ::imgtool::testing::WriteTestFile;
 using ::testing::HasSubstr;
 
-
 // The lower paths of an overlay mount, topmost first.
 std::vector<std::string> LowerDirs(const Mount& mount) {
   std::vector<std::string> lowers;
@@ -231,9 +230,8 @@ TYPED_TEST_P(SnapshotterTest, ActiveOnAChainIsAnOverlayWithLowersNearestFirst) {
   auto upper = this->snapshotter_->UpperDir("top");
   ASSERT_TRUE(upper);
   EXPECT_TRUE(HasOption(mount, "upperdir=" + upper->string()));
-  bool has_workdir = std::any_of(mount.options.begin(), mount.options.end(), [](const auto& o) {
-    return o.rfind("workdir=", 0) == 0;
-  });
+  bool has_workdir = std::any_of(mount.options.begin(), mount.options.end(),
+                                 [](const auto& o) { return o.rfind("workdir=", 0) == 0; });
   EXPECT_TRUE(has_workdir);
   EXPECT_FALSE(HasOption(mount, "ro"));
   auto info = this->snapshotter_->Stat("top");
