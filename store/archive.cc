@@ -88,6 +88,8 @@ class TarSource final : public EntrySource {
     if (!a) return InternalError("archive_read_new failed");
     archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());
+    // Zero bytes are an empty archive (reported as such), not an unknown format.
+    archive_read_support_format_empty(a.get());
     if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) {
       return InvalidArgumentError(std::string("open archive: ") + archive_error_string(a.get()));
     }
@@ -147,17 +149,27 @@ class TarSource final : public EntrySource {
   int64_t entries_ = 0;
 };
 
-// An OCI layout directory, walked without following symlinks.
+// An OCI layout directory, walked without following symlinks. Only what an
+// OCI layout consists of is read; other files in the directory are ignored.
 class DirSource final : public EntrySource {
  public:
   static Result<std::unique_ptr<DirSource>> Open(const fs::path& root) {
     std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(root / kIndexFile, ec))) {
+      return InvalidArgumentError("not an OCI layout directory (no index.json)");
+    }
     std::vector<Entry> entries;
     fs::recursive_directory_iterator it(root, ec), end;
     for (; !ec && it != end; it.increment(ec)) {
       Entry e;
       e.name = fs::relative(it->path(), root, ec).generic_string();
       if (ec) break;
+      bool wanted = e.name == kIndexFile || e.name == kOciLayoutFile || e.name == "blobs" ||
+                    e.name.starts_with("blobs/");
+      if (!wanted) {
+        if (it->is_directory(ec)) it.disable_recursion_pending();
+        continue;
+      }
       fs::file_status st = it->symlink_status(ec);
       if (ec) break;
       if (fs::is_symlink(st)) {
@@ -751,7 +763,7 @@ Result<std::vector<LoadedImage>> ImportArchivePath(Store& store, const fs::path&
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     auto source = DirSource::Open(path);
-    if (!source) return std::move(source).error();
+    if (!source) return std::move(source).error().Wrap(path.string());
     return RunImport(store, **source, options).Wrap(path.string());
   }
   auto fd = OpenFile(path, O_RDONLY);
