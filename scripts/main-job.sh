@@ -8,7 +8,6 @@ root=${IMGTOOL_DEMO_ROOT:-/var/tmp/imgtool-demo}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export IMGTOOL_ROOT=$root
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc"
 cp /bin/busybox "$work/rootfs/bin/busybox"
@@ -23,5 +22,5 @@ set -x
 "$imgtool" history demo/hello:latest
 "$imgtool" save demo/hello:latest --format oci-archive -o "$work/hello.oci.tar"
 skopeo inspect "oci-archive:$work/hello.oci.tar" | head -n 12
-"$imgtool" export demo/hello:latest -o - | tar -xO ./greeting
+"$imgtool" export demo/hello:latest -o - | tar -xO greeting
 "$imgtool" fsck
