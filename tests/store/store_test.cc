@@ -353,6 +353,13 @@ TEST_F(StoreInteropTest, SkopeoInspectsTheStoreByFullReference) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   j = nlohmann::json::parse(r.out, nullptr, false);
   EXPECT_EQ(j["config"]["Cmd"][0], "/bin/sh");
+
+  // A registry with a port: skopeo splits the path at the first ':' only.
+  Descriptor local = WriteRealImage("localhost:5000/a/b:tag");
+  r = RunCommand({"skopeo", "inspect", "oci:" + root().string() + ":localhost:5000/a/b:tag"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out, nullptr, false);
+  EXPECT_EQ(j["Digest"], local.digest.ToString());
 }
 
 TEST_F(StoreInteropTest, OciImageToolValidatesTheLayout) {
