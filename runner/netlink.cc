@@ -13,6 +13,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/digest.h"
 #include "common/log.h"
 
 namespace imgtool::runner {
@@ -239,6 +240,16 @@ Status NetlinkSocket::CreateBridge(std::string_view name) {
   MessageBuilder builder(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
   builder.Struct(LinkHeader(0, IFF_UP));
   builder.AttrString(IFLA_IFNAME, name);
+  // A bridge without a MAC of its own takes its lowest port's, so it changes
+  // as containers come and go and stale ARP entries for the gateway cut off
+  // running containers. A fixed, locally administered one (from the name)
+  // keeps it stable.
+  std::string hex = Digest::Sha256Of(name).hex();
+  unsigned char mac[6] = {0x02};
+  for (int i = 1; i < 6; ++i) {
+    mac[i] = static_cast<unsigned char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  builder.Attr(IFLA_ADDRESS, mac, sizeof(mac));
   size_t link_info = builder.Begin(IFLA_LINKINFO);
   builder.AttrString(IFLA_INFO_KIND, "bridge");
   builder.End(link_info);

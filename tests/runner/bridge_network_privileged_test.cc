@@ -269,6 +269,9 @@ TEST_F(BridgeNetworkTest, AttachGivesEth0AddressRouteAndNat) {
                                       attachment->host_interface));
 
   EXPECT_EQ(Fetch(attachment->ip, kServerPort), child.Greeting()) << "host reaches container";
+  const std::string mac_file = "/sys/class/net/" + bridge_ + "/address";
+  const std::string bridge_mac = testing::ReadTestFile(mac_file);
+  EXPECT_TRUE(bridge_mac.starts_with("02:")) << bridge_mac;
 
   std::string nat = NatRules();
   EXPECT_NE(nat.find("-A POSTROUTING -s " + subnet_ + " ! -o " + bridge_), std::string::npos)
@@ -283,6 +286,7 @@ TEST_F(BridgeNetworkTest, AttachGivesEth0AddressRouteAndNat) {
   child.Kill();
   EXPECT_TRUE(WaitForLinkGone(attachment->host_interface, std::chrono::seconds(3)))
       << "the kernel removes the veth with the netns";
+  EXPECT_EQ(testing::ReadTestFile(mac_file), bridge_mac) << "the gateway's MAC stays";
   EXPECT_TRUE((*network)->Detach()) << "idempotent";
 }
 
