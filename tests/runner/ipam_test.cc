@@ -64,6 +64,21 @@ TEST(Ipv4SubnetTest, Parses) {
   EXPECT_FALSE(Ipv4Subnet::Parse("10.89.0.5/24"));
 }
 
+TEST(IpamProbesTest, ProcessLivenessUsesStartTime) {
+  IpamProbes probes = DefaultIpamProbes();
+  uint64_t start = ProcessStartTime(getpid());
+  ASSERT_NE(start, 0u);
+  EXPECT_TRUE(probes.process_alive(getpid(), start));
+  EXPECT_FALSE(probes.process_alive(getpid(), start + 1)) << "a reused pid is not the owner";
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  waitpid(child, nullptr, 0);
+  EXPECT_EQ(ProcessStartTime(child), 0u);
+  EXPECT_FALSE(probes.link_exists("imgtool-nope0"));
+  EXPECT_TRUE(probes.link_exists("lo"));
+}
+
 TEST_F(IpamTest, AllocatesDistinctAddressesAndPersists) {
   world_.processes = {1};
   {
