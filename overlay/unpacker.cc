@@ -156,6 +156,7 @@ Status Unpacker::Attach(Job& job) {
     (void)removed;
     return ErrnoError("exchange " + from.string() + " and " + to.string());
   }
+  LogDebug("unpack: attached ", Describe(i), " to its parent");
   return Locked([&] { return snapshotter_.Remove(detached); }).Wrap("remove " + detached);
 }
 
