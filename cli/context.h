@@ -21,15 +21,26 @@ namespace imgtool::cli {
 // something else (run) pass its exit code through instead.
 inline constexpr int kExitFailure = 125;
 
+// "<root>-state": /var/lib/imgtool keeps its working state in /var/lib/imgtool-state.
+inline std::filesystem::path StateDirFor(const std::filesystem::path& root) {
+  std::string normal = root.lexically_normal().string();
+  while (normal.size() > 1 && normal.back() == '/') normal.pop_back();
+  return std::filesystem::path(normal + "-state");
+}
+
 struct Context {
   std::filesystem::path root;  // --root, $IMGTOOL_ROOT or /var/lib/imgtool
   LogLevel log_level = LogLevel::kWarning;
 
-  // Unpacked layers live beside the blobs, so a root holds everything.
-  std::filesystem::path SnapshotRoot() const { return root / "snapshots"; }
+  // Unpacked layers and scratch space live in the state dir beside the root,
+  // not inside it: the root must stay a plain OCI layout that any tool can walk
+  // (oci-image-tool opens every file under it, and a snapshot holds fifos,
+  // device-node whiteouts and dangling symlinks, which would make it fail).
+  std::filesystem::path StateDir() const { return StateDirFor(root); }
+  std::filesystem::path SnapshotRoot() const { return StateDir() / "snapshots"; }
   // Scratch space for export and similar work that needs room on the store's
   // filesystem rather than in /tmp.
-  std::filesystem::path ScratchRoot() const { return root / "tmp"; }
+  std::filesystem::path ScratchRoot() const { return StateDir() / "tmp"; }
 
   Result<std::unique_ptr<store::Store>> OpenStore() const;
   Result<std::unique_ptr<overlay::OverlaySnapshotter>> OpenSnapshotter() const;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+
+#include "cli/context.h"
 #include <thread>
 
 #include "common/mount.h"
@@ -28,7 +30,7 @@ class ArchiveCmdPrivilegedTest : public CliTest {
   }
 
   std::unique_ptr<overlay::OverlaySnapshotter> Snapshots() {
-    auto snapshotter = overlay::OverlaySnapshotter::Open(Root() / "snapshots");
+    auto snapshotter = overlay::OverlaySnapshotter::Open(StateDirFor(Root()) / "snapshots");
     EXPECT_TRUE(snapshotter) << snapshotter.error().ToString();
     return snapshotter ? std::move(*snapshotter) : nullptr;
   }

@@ -1,6 +1,7 @@
 // version, fsck and gc through the real binary.
 #include <nlohmann/json.hpp>
 
+#include "cli/context.h"
 #include "overlay/snapshotter.h"
 #include "overlay/unpacker.h"
 #include "tests/cli/cli_fixture.h"
@@ -12,7 +13,7 @@ namespace {
 class MaintenanceCmdTest : public CliTest {
  protected:
   std::set<std::string> CommittedSnapshots() {
-    auto snapshotter = overlay::OverlaySnapshotter::Open(Root() / "snapshots");
+    auto snapshotter = overlay::OverlaySnapshotter::Open(StateDirFor(Root()) / "snapshots");
     EXPECT_TRUE(snapshotter) << snapshotter.error().ToString();
     if (!snapshotter) return {};
     auto names = (*snapshotter)->CommittedNames();
