@@ -42,13 +42,15 @@ constexpr uint16_t kServerPort = 8080;
 // 8080 with "hello <pid>\n". Killed and reaped by the destructor.
 class NetnsChild {
  public:
-  NetnsChild() {
+  // `in_userns`: the netns belongs to a new user namespace, as with --userns=auto.
+  explicit NetnsChild(bool in_userns = false) {
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
       close(ready[0]);
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (in_userns && unshare(CLONE_NEWUSER) != 0) _exit(9);
       if (unshare(CLONE_NEWNET) != 0) _exit(10);
       int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       int one = 1;
@@ -288,6 +290,18 @@ TEST_F(BridgeNetworkTest, AttachGivesEth0AddressRouteAndNat) {
       << "the kernel removes the veth with the netns";
   EXPECT_EQ(testing::ReadTestFile(mac_file), bridge_mac) << "the gateway's MAC stays";
   EXPECT_TRUE((*network)->Detach()) << "idempotent";
+}
+
+TEST_F(BridgeNetworkTest, AttachIntoNetnsOwnedByAUserNamespace) {
+  NetnsChild child(/*in_userns=*/true);
+  ASSERT_GT(child.pid(), 0);
+  auto network = NewNetwork(Spec("userns"));
+  ASSERT_TRUE(network);
+  UniqueFd netns = child.Netns();
+  auto attachment = (*network)->Attach(netns.get());
+  ASSERT_TRUE(attachment) << attachment.error().ToString();
+  EXPECT_EQ(Fetch(attachment->ip, kServerPort), child.Greeting());
+  ASSERT_TRUE((*network)->Detach());
 }
 
 TEST_F(BridgeNetworkTest, PublishedPortIsAnsweredOnLoopback) {
