@@ -44,7 +44,7 @@ void PutOctal(char* block, size_t offset, size_t width, int64_t value) {
 }
 
 void PutString(char* block, size_t offset, std::string_view value) {
-  std::memcpy(block + offset, value.data(), value.size());
+  if (!value.empty()) std::memcpy(block + offset, value.data(), value.size());
 }
 
 // "<len> key=value\n" where len counts the whole record, its own digits included.
@@ -101,6 +101,7 @@ TarWriter::TarWriter(ByteSink& out) : out_(out), buffer_(new char[kBufferSize]) 
 TarWriter::~TarWriter() = default;
 
 Status TarWriter::Append(const void* data, size_t size) {
+  if (size == 0) return OkStatus();
   const char* p = static_cast<const char*>(data);
   bytes_written_ += static_cast<int64_t>(size);
   if (size >= kBufferSize) {

@@ -227,6 +227,11 @@ TEST_F(ApplierTest, EmptyLayers) {
   ASSERT_TRUE(end_only.has_value()) << end_only.error().ToString();
   EXPECT_EQ(end_only->entries, 0);
   EXPECT_TRUE(TreeNames(target_).empty());
+  // Zero bytes are not a tar (an empty tar is its end marker).
+  auto nothing = Apply("");
+  ASSERT_FALSE(nothing.has_value());
+  EXPECT_EQ(nothing.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(nothing.error().ToString(), HasSubstr("not a tar archive"));
 }
 
 // ---- hostile input ----------------------------------------------------------
