@@ -447,9 +447,10 @@ class GzipCompressor final : public Compressor {
     }
     work_cv_.notify_one();
     inflight_.push_back(std::move(job));
-    // Keep a few blocks per worker in flight; beyond that, wait for the oldest
-    // so memory stays bounded whatever the input size.
-    while (inflight_.size() > static_cast<size_t>(threads_) * 3) IMGTOOL_TRY(EmitFront());
+    // Up to 8 blocks per worker in flight (about 2 MiB each way per worker), so
+    // the workers stay busy while this thread is descheduled; beyond that, wait
+    // for the oldest, so memory stays bounded whatever the input size.
+    while (inflight_.size() > static_cast<size_t>(threads_) * 8) IMGTOOL_TRY(EmitFront());
     while (!inflight_.empty() && FrontDone()) IMGTOOL_TRY(EmitFront());
     return OkStatus();
   }
