@@ -76,13 +76,13 @@ std::string Comment(const std::string& bridge, std::string_view what) {
 // not fatal, as they must not stop a new container.
 void RemoveRulesOf(const std::vector<IpamEntry>& entries) {
   for (const IpamEntry& entry : entries) {
-    LogDebug("releasing stale network of container ", entry.container_id, " (",
-             entry.ip.ToString(), ")");
+    LogDebug("releasing stale network of container ", entry.container_id, " (", entry.ip.ToString(),
+             ")");
     if (entry.rules.empty()) continue;
     Status removed = RemoveIptablesRules(entry.rules);
     if (!removed) {
-      LogWarning("container ", entry.container_id, ": remove port rules: ",
-                 removed.error().ToString());
+      LogWarning("container ", entry.container_id,
+                 ": remove port rules: ", removed.error().ToString());
     }
   }
 }
@@ -205,8 +205,7 @@ Status BridgeNetwork::CheckPortsFree(const Ipam& ipam) const {
     if (const IpamEntry* owner = ipam.FindPortOwner(port)) {
       return AlreadyExistsError(StrCat("-p ", PortMappingToString(port), ": host port ",
                                        port.host_port, "/", ProtocolName(port.protocol),
-                                       " is already published by container ",
-                                       owner->container_id));
+                                       " is already published by container ", owner->container_id));
     }
     // A host process listening there would be shadowed by the DNAT rule.
     bool udp = port.protocol == PortMapping::Protocol::kUdp;
@@ -247,11 +246,20 @@ std::vector<IptablesRule> BridgeNetwork::PortRules(Ipv4 container_ip) const {
       // Inserted first so that a catch-all rule of another tool cannot shadow it.
       std::vector<std::string> args = {"-I", chain};
       args.insert(args.end(), match.begin(), match.end());
-      std::vector<std::string> tail = {
-          "-p", protocol, "-m", protocol, "--dport", std::to_string(port.host_port),
-          "-m", "comment", "--comment", Comment(spec_.bridge_name, spec_.container_id),
-          "-j", "DNAT", "--to-destination",
-          StrCat(container_ip.ToString(), ":", port.container_port)};
+      std::vector<std::string> tail = {"-p",
+                                       protocol,
+                                       "-m",
+                                       protocol,
+                                       "--dport",
+                                       std::to_string(port.host_port),
+                                       "-m",
+                                       "comment",
+                                       "--comment",
+                                       Comment(spec_.bridge_name, spec_.container_id),
+                                       "-j",
+                                       "DNAT",
+                                       "--to-destination",
+                                       StrCat(container_ip.ToString(), ":", port.container_port)};
       args.insert(args.end(), tail.begin(), tail.end());
       rules.push_back({"nat", std::move(args)});
     }
@@ -280,8 +288,8 @@ Result<NetworkAttachment> BridgeNetwork::Attach(int netns_fd) {
   bool veth_created = false;
   double locked_ms = 0, veth_ms = 0;
   {
-    IMGTOOL_ASSIGN_OR_RETURN(
-        Ipam ipam, Ipam::Open(spec_.state_dir, spec_.bridge_name, subnet_).Wrap(what));
+    IMGTOOL_ASSIGN_OR_RETURN(Ipam ipam,
+                             Ipam::Open(spec_.state_dir, spec_.bridge_name, subnet_).Wrap(what));
     RemoveRulesOf(ipam.TakeStale());
     IMGTOOL_ASSIGN_OR_RETURN(int bridge_index, EnsureBridge(netlink).Wrap(what));
     IMGTOOL_TRY(CheckPortsFree(ipam).Wrap(what));
@@ -311,8 +319,7 @@ Result<NetworkAttachment> BridgeNetwork::Attach(int netns_fd) {
     });
     IMGTOOL_TRY(ApplyIptablesRules(rules).Wrap(StrCat(what, ": publish ports")));
     locked_ms = MillisSince(start);
-    IMGTOOL_TRY(
-        netlink.CreateVethPair(veth_, bridge_index, "eth0", netns_fd).Wrap(what));
+    IMGTOOL_TRY(netlink.CreateVethPair(veth_, bridge_index, "eth0", netns_fd).Wrap(what));
     veth_created = true;
     veth_ms = MillisSince(start);
     Status inside = ConfigureInside(netns_fd, address);
@@ -344,8 +351,8 @@ Status BridgeNetwork::Detach() {
   // netns; deleting it here would cost ~30 ms on every run.
   std::optional<IpamEntry> entry;
   {
-    IMGTOOL_ASSIGN_OR_RETURN(
-        Ipam ipam, Ipam::Open(spec_.state_dir, spec_.bridge_name, subnet_).Wrap(what));
+    IMGTOOL_ASSIGN_OR_RETURN(Ipam ipam,
+                             Ipam::Open(spec_.state_dir, spec_.bridge_name, subnet_).Wrap(what));
     entry = ipam.Release(spec_.container_id);
     IMGTOOL_TRY(ipam.Save().Wrap(what));
   }

@@ -146,8 +146,8 @@ Status ValidateCgroupName(std::string_view container_id) {
   if (container_id.empty() || container_id == "." || container_id == ".." ||
       container_id.size() > 128 || container_id.find('/') != std::string_view::npos ||
       container_id.find('\0') != std::string_view::npos || container_id.front() == '.') {
-    return InvalidArgumentError(StrCat("container id \"", container_id,
-                                       "\": not usable as a cgroup name"));
+    return InvalidArgumentError(
+        StrCat("container id \"", container_id, "\": not usable as a cgroup name"));
   }
   return OkStatus();
 }

@@ -15,7 +15,7 @@ namespace imgtool::runner {
 
 struct CgroupMount {
   std::filesystem::path mount_point;
-  bool unified = false;                // cgroup2
+  bool unified = false;               // cgroup2
   std::set<std::string> controllers;  // v1: from the super options ("name=" ones excluded)
 };
 

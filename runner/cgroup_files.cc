@@ -102,8 +102,7 @@ Status RemoveCgroupDir(const std::filesystem::path& dir, int patience_ms) {
         auto pids = ReadCgroupPids(dir);
         size_t count = pids ? pids->size() : 0;
         return Error(ErrorCode::kFailedPrecondition,
-                     StrCat("remove cgroup ", dir.string(), ": still has ", count,
-                            " process(es)"),
+                     StrCat("remove cgroup ", dir.string(), ": still has ", count, " process(es)"),
                      err);
       }
       return ErrnoError(StrCat("remove cgroup ", dir.string()), err);
@@ -119,8 +118,7 @@ std::optional<int64_t> FindKeyedValue(std::string_view text, std::string_view ke
     size_t end = text.find('\n', pos);
     if (end == std::string_view::npos) end = text.size();
     std::string_view line = text.substr(pos, end - pos);
-    if (line.size() > key.size() && line.substr(0, key.size()) == key &&
-        line[key.size()] == ' ') {
+    if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ' ') {
       std::string_view number = line.substr(key.size() + 1);
       bool negative = !number.empty() && number.front() == '-';
       if (negative) number.remove_prefix(1);
@@ -143,8 +141,8 @@ Status ValidateCgroupResources(const CgroupResources& r) {
   }
   if (r.memory_bytes && *r.memory_bytes < 6 * 1024 * 1024) {
     // Below this the runtime itself cannot start inside the limit.
-    return InvalidArgumentError(StrCat("--memory ", *r.memory_bytes,
-                                       ": the minimum memory limit is 6 MiB"));
+    return InvalidArgumentError(
+        StrCat("--memory ", *r.memory_bytes, ": the minimum memory limit is 6 MiB"));
   }
   if (r.memory_swap_bytes && *r.memory_swap_bytes != -1) {
     if (!r.memory_bytes) {
@@ -160,14 +158,14 @@ Status ValidateCgroupResources(const CgroupResources& r) {
     return InvalidArgumentError(StrCat("--cpus ", *r.cpus, ": must be a positive number"));
   }
   if (r.cpu_shares && (*r.cpu_shares < 2 || *r.cpu_shares > 262144)) {
-    return InvalidArgumentError(StrCat("--cpu-shares ", *r.cpu_shares,
-                                       ": must be between 2 and 262144"));
+    return InvalidArgumentError(
+        StrCat("--cpu-shares ", *r.cpu_shares, ": must be between 2 and 262144"));
   }
   if (r.cpuset_cpus) {
     if (r.cpuset_cpus->empty() ||
         r.cpuset_cpus->find_first_not_of("0123456789,-") != std::string::npos) {
-      return InvalidArgumentError(StrCat("--cpuset-cpus \"", *r.cpuset_cpus,
-                                         "\": expected a list like 0-2,4"));
+      return InvalidArgumentError(
+          StrCat("--cpuset-cpus \"", *r.cpuset_cpus, "\": expected a list like 0-2,4"));
     }
   }
   return OkStatus();

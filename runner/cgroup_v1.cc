@@ -109,8 +109,7 @@ Status CgroupV1::WriteLimits(const CgroupResources& r) {
     if (std::optional<int64_t> total = EffectiveMemorySwap(r)) {
       // memsw must not be below the memory limit, so it goes second.
       if (CgroupFileExists(dir, "memory.memsw.limit_in_bytes")) {
-        IMGTOOL_TRY(
-            WriteCgroupFile(dir, "memory.memsw.limit_in_bytes", std::to_string(*total)));
+        IMGTOOL_TRY(WriteCgroupFile(dir, "memory.memsw.limit_in_bytes", std::to_string(*total)));
       } else if (r.memory_swap_bytes && *r.memory_swap_bytes != -1 &&
                  *r.memory_swap_bytes != *r.memory_bytes) {
         return FailedPreconditionError(
@@ -126,8 +125,7 @@ Status CgroupV1::WriteLimits(const CgroupResources& r) {
     IMGTOOL_TRY(WriteCgroupFile(dir, "cpu.cfs_quota_us", std::to_string(quota.quota_us)));
   }
   if (r.cpu_shares) {
-    IMGTOOL_TRY(
-        WriteCgroupFile(Find("cpu")->dir, "cpu.shares", std::to_string(*r.cpu_shares)));
+    IMGTOOL_TRY(WriteCgroupFile(Find("cpu")->dir, "cpu.shares", std::to_string(*r.cpu_shares)));
   }
   if (r.cpuset_cpus) {
     IMGTOOL_TRY(WriteCgroupFile(Find("cpuset")->dir, "cpuset.cpus", *r.cpuset_cpus));
@@ -146,8 +144,8 @@ Result<UniqueFd> CgroupV1::DirFdForCloneIntoCgroup() {
 Status CgroupV1::AddProcess(pid_t pid) {
   std::string text = std::to_string(pid);
   for (const Hierarchy& h : hierarchies_) {
-    IMGTOOL_TRY(WriteCgroupFile(h.dir, "cgroup.procs", text)
-                    .Wrap(StrCat("add pid ", pid, " to cgroup")));
+    IMGTOOL_TRY(
+        WriteCgroupFile(h.dir, "cgroup.procs", text).Wrap(StrCat("add pid ", pid, " to cgroup")));
   }
   return OkStatus();
 }

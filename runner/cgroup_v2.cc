@@ -50,17 +50,15 @@ Status CgroupV2::EnableControllers(const std::filesystem::path& dir) {
     request += name;
   }
   if (request.empty()) return OkStatus();
-  return WriteCgroupFile(dir, "cgroup.subtree_control", request)
-      .Wrap("enable cgroup controllers");
+  return WriteCgroupFile(dir, "cgroup.subtree_control", request).Wrap("enable cgroup controllers");
 }
 
 Status CgroupV2::Create(const CgroupResources& resources) {
   IMGTOOL_TRY(ValidateCgroupResources(resources));
   auto need = [&](bool wanted, const char* controller, const char* flag) -> Status {
     if (wanted && !available_.contains(controller)) {
-      return FailedPreconditionError(StrCat(flag, ": the ", controller,
-                                            " controller is not available in ",
-                                            root_.string()));
+      return FailedPreconditionError(
+          StrCat(flag, ": the ", controller, " controller is not available in ", root_.string()));
     }
     return OkStatus();
   };
@@ -92,8 +90,8 @@ Status CgroupV2::WriteLimits(const CgroupResources& r) {
     if (*total == -1) {
       if (swap_accounting) IMGTOOL_TRY(WriteCgroupFile(dir_, "memory.swap.max", "max"));
     } else if (swap_accounting) {
-      IMGTOOL_TRY(WriteCgroupFile(dir_, "memory.swap.max",
-                                  std::to_string(*total - *r.memory_bytes)));
+      IMGTOOL_TRY(
+          WriteCgroupFile(dir_, "memory.swap.max", std::to_string(*total - *r.memory_bytes)));
     } else if (r.memory_swap_bytes && *r.memory_swap_bytes != *r.memory_bytes) {
       return FailedPreconditionError(
           "--memory-swap: swap accounting is not enabled in this kernel (memory.swap.max missing)");
@@ -101,8 +99,7 @@ Status CgroupV2::WriteLimits(const CgroupResources& r) {
   }
   if (r.cpus) {
     CpuQuota quota = CpusToQuota(*r.cpus);
-    IMGTOOL_TRY(
-        WriteCgroupFile(dir_, "cpu.max", StrCat(quota.quota_us, " ", quota.period_us)));
+    IMGTOOL_TRY(WriteCgroupFile(dir_, "cpu.max", StrCat(quota.quota_us, " ", quota.period_us)));
   }
   if (r.cpu_shares) {
     IMGTOOL_TRY(

@@ -19,7 +19,9 @@ namespace {
 
 using nlohmann::json;
 
-json RuleToJson(const IptablesRule& rule) { return json{{"table", rule.table}, {"args", rule.args}}; }
+json RuleToJson(const IptablesRule& rule) {
+  return json{{"table", rule.table}, {"args", rule.args}};
+}
 
 json PortToJson(const PortMapping& port) {
   return json{{"host_ip", port.host_ip},
@@ -33,9 +35,12 @@ json EntryToJson(const IpamEntry& entry) {
   for (const IptablesRule& rule : entry.rules) rules.push_back(RuleToJson(rule));
   json ports = json::array();
   for (const PortMapping& port : entry.ports) ports.push_back(PortToJson(port));
-  return json{{"ip", entry.ip.ToString()},      {"veth", entry.veth},
-              {"owner_pid", entry.owner_pid}, {"owner_start_time", entry.owner_start_time},
-              {"ports", ports},               {"rules", rules}};
+  return json{{"ip", entry.ip.ToString()},
+              {"veth", entry.veth},
+              {"owner_pid", entry.owner_pid},
+              {"owner_start_time", entry.owner_start_time},
+              {"ports", ports},
+              {"rules", rules}};
 }
 
 // Throws nlohmann exceptions on malformed input; Load catches them.
@@ -58,8 +63,8 @@ IpamEntry EntryFromJson(const std::string& id, const json& j) {
     entry.ports.push_back(port);
   }
   for (const json& r : j.value("rules", json::array())) {
-    entry.rules.push_back({r.at("table").get<std::string>(),
-                           r.at("args").get<std::vector<std::string>>()});
+    entry.rules.push_back(
+        {r.at("table").get<std::string>(), r.at("args").get<std::vector<std::string>>()});
   }
   return entry;
 }
@@ -75,8 +80,8 @@ Result<Ipv4Subnet> Ipv4Subnet::Parse(std::string_view cidr) {
   if (!address) return std::move(address).error().Wrap(StrCat("subnet \"", cidr, "\""));
   std::string_view prefix_text = cidr.substr(slash + 1);
   int prefix = -1;
-  auto [end, ec] = std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(),
-                                   prefix);
+  auto [end, ec] =
+      std::from_chars(prefix_text.data(), prefix_text.data() + prefix_text.size(), prefix);
   if (ec != std::errc() || end != prefix_text.data() + prefix_text.size() || prefix < 8 ||
       prefix > 30) {
     return InvalidArgumentError(StrCat("subnet \"", cidr, "\": prefix must be 8..30"));
@@ -84,17 +89,15 @@ Result<Ipv4Subnet> Ipv4Subnet::Parse(std::string_view cidr) {
   Ipv4Subnet subnet{*address, prefix};
   if ((address->value & subnet.Mask()) != address->value) {
     return InvalidArgumentError(StrCat("subnet \"", cidr, "\": host bits are set (did you mean ",
-                                       Ipv4{address->value & subnet.Mask()}.ToString(), "/",
-                                       prefix, "?)"));
+                                       Ipv4{address->value & subnet.Mask()}.ToString(), "/", prefix,
+                                       "?)"));
   }
   return subnet;
 }
 
 std::string Ipv4Subnet::ToString() const { return StrCat(network.ToString(), "/", prefix_length); }
 
-uint32_t Ipv4Subnet::Mask() const {
-  return prefix_length == 0 ? 0 : ~0u << (32 - prefix_length);
-}
+uint32_t Ipv4Subnet::Mask() const { return prefix_length == 0 ? 0 : ~0u << (32 - prefix_length); }
 
 uint64_t ProcessStartTime(pid_t pid) {
   auto stat = ReadFileToString("/proc/" + std::to_string(pid) + "/stat", 4096);
@@ -142,10 +145,9 @@ Result<Ipam> Ipam::Open(const std::filesystem::path& state_dir, std::string_view
     return Error(ErrorCodeFromErrno(ec.value()),
                  StrCat("create network state dir ", state_dir.string()), ec.value());
   }
-  IMGTOOL_ASSIGN_OR_RETURN(
-      FileLock lock,
-      FileLock::Acquire(state_dir / StrCat(bridge, ".lock"), FileLock::Mode::kExclusive)
-          .Wrap("lock network state"));
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(state_dir / StrCat(bridge, ".lock"),
+                                                            FileLock::Mode::kExclusive)
+                                              .Wrap("lock network state"));
   Ipam ipam(std::move(lock), state_dir / StrCat(bridge, ".ipam.json"), subnet, std::move(probes));
   IMGTOOL_TRY(ipam.Load());
   return ipam;
@@ -174,9 +176,9 @@ Status Ipam::Load() {
     if (subnet != subnet_.ToString()) {
       for (const auto& [id, entry] : entries) {
         if (!IsStale(entry)) {
-          return FailedPreconditionError(
-              StrCat(file_.string(), ": the bridge is in use with subnet ", subnet,
-                     " (container ", id, "), not ", subnet_.ToString()));
+          return FailedPreconditionError(StrCat(file_.string(),
+                                                ": the bridge is in use with subnet ", subnet,
+                                                " (container ", id, "), not ", subnet_.ToString()));
         }
       }
       // Only dead containers used the old subnet: start afresh.
@@ -310,8 +312,8 @@ const IpamEntry* Ipam::Find(const std::string& container_id) const {
 const IpamEntry* Ipam::FindPortOwner(const PortMapping& mapping) const {
   for (const auto& [id, entry] : entries_) {
     for (const PortMapping& port : entry.ports) {
-      bool same_ip = port.host_ip.empty() || mapping.host_ip.empty() ||
-                     port.host_ip == mapping.host_ip;
+      bool same_ip =
+          port.host_ip.empty() || mapping.host_ip.empty() || port.host_ip == mapping.host_ip;
       if (port.host_port == mapping.host_port && port.protocol == mapping.protocol && same_ip) {
         return &entry;
       }

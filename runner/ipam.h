@@ -32,8 +32,8 @@ struct Ipv4Subnet {
   static Result<Ipv4Subnet> Parse(std::string_view cidr);
   std::string ToString() const;
   uint32_t Mask() const;
-  Ipv4 Gateway() const { return Ipv4{network.value + 1}; }      // the bridge's address
-  Ipv4 FirstHost() const { return Ipv4{network.value + 2}; }    // first container address
+  Ipv4 Gateway() const { return Ipv4{network.value + 1}; }    // the bridge's address
+  Ipv4 FirstHost() const { return Ipv4{network.value + 2}; }  // first container address
   Ipv4 LastHost() const { return Ipv4{(network.value | ~Mask()) - 1}; }
   bool Contains(Ipv4 address) const { return (address.value & Mask()) == network.value; }
 };
@@ -98,7 +98,9 @@ class Ipam {
 
  private:
   Ipam(FileLock lock, std::filesystem::path file, Ipv4Subnet subnet, IpamProbes probes)
-      : lock_(std::move(lock)), file_(std::move(file)), subnet_(subnet),
+      : lock_(std::move(lock)),
+        file_(std::move(file)),
+        subnet_(subnet),
         probes_(std::move(probes)) {}
   Status Load();
   bool IsStale(const IpamEntry& entry) const;

@@ -273,8 +273,7 @@ Status NetlinkSocket::CreateVethPair(std::string_view host_name, int master_ifin
   builder.End(peer);
   builder.End(info_data);
   builder.End(link_info);
-  return Transact(builder.Finish(),
-                  StrCat("create veth ", host_name, " with peer ", peer_name));
+  return Transact(builder.Finish(), StrCat("create veth ", host_name, " with peer ", peer_name));
 }
 
 Status NetlinkSocket::SetLinkUp(int ifindex) {
@@ -297,7 +296,7 @@ Status NetlinkSocket::AddAddress(int ifindex, Ipv4 address, int prefix_length) {
     builder.AttrIpv4(IFA_BROADCAST, Ipv4{address.value | host_mask});
   }
   Status status = Transact(builder.Finish(), StrCat("add address ", address.ToString(), "/",
-                                                     prefix_length, " to link ", ifindex));
+                                                    prefix_length, " to link ", ifindex));
   if (!status && status.error().sys_errno() == EEXIST) return OkStatus();
   return status;
 }

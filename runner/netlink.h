@@ -47,8 +47,8 @@ class NetlinkSocket {
   // down (the kernel refuses to bring a peer up in the creating request; do it
   // through a socket in that netns). One request: no later move of the peer
   // between namespaces, which costs the kernel ~28 ms.
-  Status CreateVethPair(std::string_view host_name, int master_ifindex,
-                        std::string_view peer_name, int peer_netns_fd);
+  Status CreateVethPair(std::string_view host_name, int master_ifindex, std::string_view peer_name,
+                        int peer_netns_fd);
   Status SetLinkUp(int ifindex);
   // Adds addr/prefix (with its broadcast); an address already there is fine.
   Status AddAddress(int ifindex, Ipv4 address, int prefix_length);

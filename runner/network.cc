@@ -64,8 +64,7 @@ Result<NetworkMode> ParseNetworkMode(std::string_view text) {
   if (text == "none") return NetworkMode::kNone;
   if (text == "host") return NetworkMode::kHost;
   if (text == "bridge" || text == "default" || text.empty()) return NetworkMode::kBridge;
-  return InvalidArgumentError(
-      StrCat("--net \"", text, "\": expected none, host or bridge"));
+  return InvalidArgumentError(StrCat("--net \"", text, "\": expected none, host or bridge"));
 }
 
 Result<PortMapping> ParsePortMapping(std::string_view spec) {

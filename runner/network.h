@@ -70,12 +70,12 @@ struct NetworkSpec {
 };
 
 struct NetworkAttachment {
-  std::string ip;         // container's IPv4 address, empty for none/host
-  int prefix_length = 0;  // of the subnet
-  std::string gateway;    // bridge address, the container's default route
-  std::string interface;  // name inside the container ("eth0")
-  std::string host_interface;  // the host end of the veth
-  std::vector<std::string> dns;  // nameservers for the container's resolv.conf
+  std::string ip;                       // container's IPv4 address, empty for none/host
+  int prefix_length = 0;                // of the subnet
+  std::string gateway;                  // bridge address, the container's default route
+  std::string interface;                // name inside the container ("eth0")
+  std::string host_interface;           // the host end of the veth
+  std::vector<std::string> dns;         // nameservers for the container's resolv.conf
   std::vector<std::string> dns_search;  // the host's search domains
 };
 

@@ -179,9 +179,7 @@ bool WaitForLinkGone(const std::string& name, std::chrono::milliseconds patience
   return true;
 }
 
-std::string NatRules() {
-  return testing::RunCommand({"iptables", "-w", "-t", "nat", "-S"}).out;
-}
+std::string NatRules() { return testing::RunCommand({"iptables", "-w", "-t", "nat", "-S"}).out; }
 
 double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
@@ -209,8 +207,7 @@ class BridgeNetworkTest : public ::testing::Test {
     EXPECT_TRUE(removed) << removed.error().ToString();
     EXPECT_EQ(if_nametoindex(bridge_.c_str()), 0u) << "bridge removed";
     std::string rules = NatRules() + testing::RunCommand({"iptables", "-w", "-S"}).out;
-    EXPECT_EQ(rules.find(bridge_), std::string::npos) << "no rule of this test is left:\n"
-                                                      << rules;
+    EXPECT_EQ(rules.find(bridge_), std::string::npos) << "no rule of this test is left:\n" << rules;
     if (!ip_forward_.empty()) testing::WriteTestFile("/proc/sys/net/ipv4/ip_forward", ip_forward_);
   }
 
@@ -267,8 +264,8 @@ TEST_F(BridgeNetworkTest, AttachGivesEth0AddressRouteAndNat) {
   auto host = Interfaces();
   EXPECT_TRUE(host[attachment->host_interface].up);
   EXPECT_EQ(host[bridge_].addresses, std::vector<std::string>{attachment->gateway + "/24"});
-  EXPECT_TRUE(std::filesystem::exists("/sys/class/net/" + bridge_ + "/brif/" +
-                                      attachment->host_interface));
+  EXPECT_TRUE(
+      std::filesystem::exists("/sys/class/net/" + bridge_ + "/brif/" + attachment->host_interface));
 
   EXPECT_EQ(Fetch(attachment->ip, kServerPort), child.Greeting()) << "host reaches container";
   const std::string mac_file = "/sys/class/net/" + bridge_ + "/address";
@@ -336,8 +333,7 @@ TEST_F(BridgeNetworkTest, PublishedPortIsAnsweredOnLoopback) {
   auto refused = (*second)->Attach(other_netns.get());
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kAlreadyExists);
-  EXPECT_NE(refused.error().message().find("already published by container web"),
-            std::string::npos)
+  EXPECT_NE(refused.error().message().find("already published by container web"), std::string::npos)
       << refused.error().ToString();
   EXPECT_EQ(Allocations(), 1u) << "the refused attach left nothing";
 
@@ -551,9 +547,10 @@ TEST_F(BridgeNetworkTest, AttachDetachTiming) {
   double attach = Median(attach_ms), detach = Median(detach_ms);
   double attach_min = *std::min_element(attach_ms.begin(), attach_ms.end());
   double detach_min = *std::min_element(detach_ms.begin(), detach_ms.end());
-  printf("bridge attach median %.2f ms (min %.2f; first, creating the bridge: %.2f ms), detach "
-         "median %.2f ms (min %.2f), veth gone (async, off the run's path) after %.2f ms\n",
-         attach, attach_min, first_ms, detach, detach_min, Median(teardown_ms));
+  printf(
+      "bridge attach median %.2f ms (min %.2f; first, creating the bridge: %.2f ms), detach "
+      "median %.2f ms (min %.2f), veth gone (async, off the run's path) after %.2f ms\n",
+      attach, attach_min, first_ms, detach, detach_min, Median(teardown_ms));
   RecordProperty("attach_ms", std::to_string(attach));
   RecordProperty("detach_ms", std::to_string(detach));
   // The minimum, as a loaded CI machine inflates the median.

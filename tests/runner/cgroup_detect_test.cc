@@ -70,10 +70,10 @@ TEST(CgroupDetectTest, UnescapesMountPoints) {
 }
 
 TEST(CgroupDetectTest, NoHierarchyIsAnError) {
-  auto layout = ChooseCgroupLayout(
-      ParseCgroupMounts("1 0 0:1 / /proc rw - proc proc rw\n"
-                        "2 0 0:2 / /cg/devices rw - cgroup cgroup rw,devices\n"),
-      "");
+  auto layout =
+      ChooseCgroupLayout(ParseCgroupMounts("1 0 0:1 / /proc rw - proc proc rw\n"
+                                           "2 0 0:2 / /cg/devices rw - cgroup cgroup rw,devices\n"),
+                         "");
   ASSERT_FALSE(layout);
   EXPECT_EQ(layout.error().code(), ErrorCode::kFailedPrecondition);
 }

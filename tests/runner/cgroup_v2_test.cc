@@ -162,9 +162,8 @@ TEST_F(CgroupV2Test, PidsAndDestroy) {
 TEST_F(CgroupV2Test, CleanupRemovesOnlyDeadContainers) {
   std::filesystem::create_directories(root_ / "imgtool" / "dead");
   std::filesystem::create_directories(root_ / "imgtool" / "alive");
-  auto removed = CleanupStaleCgroups(layout_, [](std::string_view id) {
-    return id == "alive" || id == "c1";
-  });
+  auto removed =
+      CleanupStaleCgroups(layout_, [](std::string_view id) { return id == "alive" || id == "c1"; });
   ASSERT_TRUE(removed) << removed.error().ToString();
   EXPECT_EQ(*removed, std::vector<std::string>{"dead"});
   EXPECT_FALSE(std::filesystem::exists(root_ / "imgtool" / "dead"));

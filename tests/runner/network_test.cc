@@ -121,8 +121,8 @@ TEST(NetworkTest, BridgeRulesNameBridgeAndSubnet) {
 
 TEST(NetworkTest, DeletionOfDropsInsertPosition) {
   IptablesRule rule{"nat", {"-I", "OUTPUT", "1", "-p", "tcp", "-j", "ACCEPT"}};
-  EXPECT_EQ(DeletionOf(rule).args, (std::vector<std::string>{"-D", "OUTPUT", "-p", "tcp", "-j",
-                                                             "ACCEPT"}));
+  EXPECT_EQ(DeletionOf(rule).args,
+            (std::vector<std::string>{"-D", "OUTPUT", "-p", "tcp", "-j", "ACCEPT"}));
   IptablesRule append{"nat", {"-A", "POSTROUTING", "-j", "MASQUERADE"}};
   EXPECT_EQ(DeletionOf(append).args,
             (std::vector<std::string>{"-D", "POSTROUTING", "-j", "MASQUERADE"}));
