@@ -40,6 +40,7 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kMetaPrefix = ".wh..wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr char kOverlayOpaqueXattr[] = "trusted.overlay.opaque";
+constexpr char kUserOpaqueXattr[] = "user.overlay.opaque";
 
 // ---------------------------------------------------------------------------
 // The queue between the reader thread and the tar thread.
@@ -614,7 +615,9 @@ class EntryWriter {
                        : ::lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0);
       if (rc == 0) continue;
       // The filesystem may not do xattrs, and symlinks take no user.* ones.
-      if (errno == ENOTSUP || errno == EOPNOTSUPP || (fd < 0 && errno == EPERM)) {
+      // trusted.* needs root of the initial user namespace, not just uid 0.
+      bool denied = errno == EPERM && (fd < 0 || name.starts_with("trusted."));
+      if (errno == ENOTSUP || errno == EOPNOTSUPP || denied) {
         LogDebug("layer: entry ", e.name, ": cannot set xattr ", name, ": ", strerror(errno));
         continue;
       }
@@ -808,12 +811,16 @@ class EntryWriter {
 
   // -- whiteouts -----------------------------------------------------------------
 
+  // overlayfs reads trusted.overlay.* when mounted by real root and user.overlay.*
+  // when mounted with "userxattr" (rootless, in a user namespace). Only real root
+  // may set trusted.* xattrs, so whoever cannot set one is in the second case.
   Status SetOpaque(int dir_fd) {
-    if (!privileged_) {
-      return PermissionDeniedError("an opaque directory needs root (trusted.overlay.opaque)");
+    if (privileged_) {
+      if (::fsetxattr(dir_fd, kOverlayOpaqueXattr, "y", 1, 0) == 0) return OkStatus();
+      if (errno != EPERM) return ErrnoError(StrCat("set ", kOverlayOpaqueXattr));
     }
-    if (::fsetxattr(dir_fd, kOverlayOpaqueXattr, "y", 1, 0) != 0) {
-      return ErrnoError("set trusted.overlay.opaque");
+    if (::fsetxattr(dir_fd, kUserOpaqueXattr, "y", 1, 0) != 0) {
+      return ErrnoError(StrCat("set ", kUserOpaqueXattr));
     }
     return OkStatus();
   }
@@ -838,9 +845,12 @@ class EntryWriter {
     std::string victim_path = Join(parent, victim);
     std::string victim_name(victim);
     if (mode_ == WhiteoutMode::kOverlay) {
-      if (!privileged_) return PermissionDeniedError("a whiteout needs root (char device 0/0)");
       IMGTOOL_ASSIGN_OR_RETURN(int dir_fd, OpenDir(parent, true));
+      // Since Linux 5.8 anyone may create a 0/0 char device (a whiteout).
       if (::mknodat(dir_fd, victim_name.c_str(), S_IFCHR, makedev(0, 0)) == 0) return OkStatus();
+      if (errno == EPERM) {
+        return PermissionDeniedError("a whiteout (char device 0/0) needs root or Linux 5.8+");
+      }
       if (errno != EEXIST) return ErrnoError("mknod whiteout");
       // The same layer also has the entry: it stays (whiteouts hide only lower
       // layers), but a directory must then hide the lower one's contents.

@@ -16,7 +16,8 @@ namespace imgtool::overlay {
 
 enum class WhiteoutMode {
   // The target is a snapshot dir used as an overlay lower: ".wh.NAME" becomes a
-  // 0/0 char device NAME, ".wh..wh..opq" the xattr trusted.overlay.opaque=y.
+  // 0/0 char device NAME, ".wh..wh..opq" the xattr trusted.overlay.opaque=y
+  // (user.overlay.opaque=y without root, for overlay mounts with "userxattr").
   kOverlay,
   // The target already holds the layers below (export): ".wh.NAME" deletes NAME,
   // ".wh..wh..opq" deletes what lower layers put in its directory; entries of
@@ -52,7 +53,7 @@ struct ApplyResult {
 // inside the tree, whiteouts that name "." or "..". Symlinks are created as
 // they are but every path is resolved inside the target, so a link that points
 // out is never followed out. Without root, ownership and device nodes are
-// skipped (debug log) and kOverlay whiteouts fail with PermissionDenied.
+// skipped (debug log).
 Result<ApplyResult> ApplyLayer(int blob_fd, const std::filesystem::path& target_dir,
                                const ApplyOptions& options = {});
 
