@@ -1,0 +1,621 @@
+#include "runner/container.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/file_util.h"
+#include "common/log.h"
+#include "runner/caps.h"
+#include "runner/init.h"
+#include "runner/namespaces.h"
+#include "runner/process_exec.h"
+#include "runner/rootfs.h"
+#include "runner/seccomp.h"
+#include "runner/sync_channel.h"
+#include "runner/user.h"
+
+namespace imgtool::runner {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// waitid(P_PIDFD, ...) (Linux >= 5.4); glibc's idtype_t does not name it.
+constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);
+
+int PidfdSendSignal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+// Everything the child needs, prepared by the parent before the clone.
+struct ChildPlan {
+  bool wait_for_parent = false;
+  bool user_namespace = false;
+  bool bring_up_loopback = false;
+  std::string hostname;
+  RootfsPlan rootfs;
+  int tree_fd = -1;
+  ProcessPlan* process = nullptr;
+  bool init = false;
+};
+
+// Sets lo up in the container's fresh netns with two ioctls, no netlink.
+int BringUpLoopbackInChild() noexcept {
+  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return errno;
+  struct ifreq request {};
+  std::memcpy(request.ifr_name, "lo", 3);
+  if (::ioctl(sock.get(), SIOCGIFFLAGS, &request) != 0) return errno;
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) != 0) return errno;
+  return 0;
+}
+
+// In a new user namespace the child still carries the host ids it was cloned
+// with, which the namespace does not map; once the parent wrote the maps, it
+// switches to the namespace's root (keeping its capabilities there), so that
+// files it creates get an owner the namespace knows.
+ChildStatus BecomeNamespaceRoot() noexcept {
+  if (::setresgid(0, 0, 0) != 0) return ChildStatus::Failure(errno, "setresgid in the user namespace");
+  if (::setresuid(0, 0, 0) != 0) return ChildStatus::Failure(errno, "setresuid in the user namespace");
+  return ChildStatus();
+}
+
+ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) noexcept {
+  // Device nodes and dirs get exactly the modes the plan names; the command
+  // gets umask 022 back before exec.
+  ::umask(0);
+  // Now that the process sits in its cgroup, that cgroup becomes the root of
+  // the container's cgroup namespace.
+  if (::unshare(CLONE_NEWCGROUP) != 0) {
+    return ChildStatus::Failure(errno, "unshare the cgroup namespace");
+  }
+  if (plan.bring_up_loopback) {
+    if (int err = BringUpLoopbackInChild(); err != 0) {
+      return ChildStatus::Failure(err, "set the loopback interface up");
+    }
+  }
+  if (!plan.hostname.empty() && ::sethostname(plan.hostname.data(), plan.hostname.size()) != 0) {
+    return ChildStatus::Failure(errno, "set the hostname ", plan.hostname.c_str());
+  }
+  IMGTOOL_CHILD_TRY(SetupRootfs(plan.rootfs, plan.tree_fd));
+  IMGTOOL_CHILD_TRY(ConnectStdio(*plan.process, channel));
+  return DropPrivileges(*plan.process);
+}
+
+[[noreturn]] void ContainerChildMain(const ChildPlan& plan, ParentChannel* parent_end,
+                                     ChildChannel* channel) noexcept {
+  parent_end->Close();
+  // If imgtool dies, so does the container, instead of running on unseen.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (plan.wait_for_parent && !channel->WaitForParent()) ::_exit(125);
+  ChildStatus status = plan.user_namespace ? BecomeNamespaceRoot() : ChildStatus();
+  if (status.ok()) status = SetUpContainerInChild(plan, channel);
+  if (!status.ok()) {
+    channel->ReportSetupFailure(status);
+    ::_exit(125);
+  }
+  if (plan.init) RunInit(*plan.process, channel);
+  ExecProcess(*plan.process, channel);
+}
+
+// The helper of Exec: joins the container's namespaces, then starts the
+// process as a sibling (CLONE_PARENT), so that imgtool is its parent and can
+// wait for it, and hands its pid and pidfd over.
+[[noreturn]] void ExecHelperMain(int target_pidfd, uint64_t join_flags, bool wait_for_parent,
+                                 const ProcessPlan& plan, ParentChannel* parent_end,
+                                 ChildChannel* channel) noexcept {
+  parent_end->Close();
+  if (wait_for_parent && !channel->WaitForParent()) ::_exit(125);
+  ChildStatus joined = JoinNamespacesOf(target_pidfd, join_flags);
+  if (!joined.ok()) {
+    channel->ReportSetupFailure(joined);
+    ::_exit(125);
+  }
+  int pidfd = -1;
+  long pid = CloneChildRaw(CLONE_PARENT, -1, &pidfd);
+  if (pid < 0) {
+    channel->ReportSetupFailure(ChildStatus::Failure(static_cast<int>(-pid),
+                                                     "start the process in the container"));
+    ::_exit(125);
+  }
+  if (pid == 0) {
+    ChildStatus status = ConnectStdio(plan, channel);
+    if (status.ok()) status = DropPrivileges(plan);
+    if (!status.ok()) {
+      channel->ReportSetupFailure(status);
+      ::_exit(125);
+    }
+    ExecProcess(plan, channel);
+  }
+  channel->SendPid(static_cast<pid_t>(pid), pidfd);
+  ::_exit(0);
+}
+
+Result<std::optional<SeccompProgram>> SeccompFor(const SecuritySpec& security,
+                                                 CapabilitySet caps) {
+  if (security.privileged || security.seccomp == SeccompMode::kUnconfined) {
+    return std::optional<SeccompProgram>();
+  }
+  SeccompProfile profile;
+  if (security.seccomp == SeccompMode::kProfile) {
+    IMGTOOL_ASSIGN_OR_RETURN(profile, LoadSeccompProfile(security.seccomp_profile));
+  } else {
+    profile = DefaultSeccompProfile();
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram program, CompileSeccompProfile(profile, caps));
+  return std::optional<SeccompProgram>(std::move(program));
+}
+
+Status WriteSmallFile(const fs::path& path, std::string_view content) {
+  // Fresh per-container files, bound read-write into one container: no fsync.
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd) return ErrnoError("write " + path.string());
+  return WriteAll(fd.get(), content).Wrap("write " + path.string());
+}
+
+}  // namespace
+
+std::string HostsFileContent(const std::string& hostname, const std::string& container_ip,
+                             const std::vector<std::string>& extra_hosts) {
+  std::string out = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  if (!hostname.empty()) {
+    out += (container_ip.empty() ? std::string("127.0.1.1") : container_ip) + "\t" + hostname + "\n";
+  }
+  for (const std::string& entry : extra_hosts) {
+    // --add-host NAME:IP; the IP may hold ':' itself (IPv6), the name not.
+    size_t colon = entry.find(':');
+    if (colon == std::string::npos) continue;
+    out += entry.substr(colon + 1) + "\t" + entry.substr(0, colon) + "\n";
+  }
+  return out;
+}
+
+std::string ResolvConfContent(std::string_view host_resolv_conf,
+                              const std::vector<std::string>& dns, bool host_network) {
+  if (host_network) return std::string(host_resolv_conf);
+  std::string out;
+  if (!dns.empty()) {
+    for (const std::string& server : dns) out += "nameserver " + server + "\n";
+  }
+  size_t start = 0;
+  bool kept_server = !dns.empty();
+  while (start < host_resolv_conf.size()) {
+    size_t end = host_resolv_conf.find('\n', start);
+    if (end == std::string_view::npos) end = host_resolv_conf.size();
+    std::string_view line = host_resolv_conf.substr(start, end - start);
+    start = end + 1;
+    if (line.starts_with("nameserver")) {
+      if (!dns.empty()) continue;
+      std::string_view server = line.substr(10);
+      while (!server.empty() && (server.front() == ' ' || server.front() == '\t')) {
+        server.remove_prefix(1);
+      }
+      if (server.starts_with("127.") || server == "::1" || server.empty()) continue;
+      kept_server = true;
+    }
+    out += line;
+    out += '\n';
+  }
+  if (!kept_server) out += "nameserver 8.8.8.8\nnameserver 8.8.4.4\n";
+  return out;
+}
+
+Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, const Stdio& stdio) {
+  IMGTOOL_TRY(ValidateContainerSpec(spec));
+  std::unique_ptr<Container> c(new Container());
+  c->id_ = spec.id;
+  c->stdio_ = stdio;
+  c->terminal_ = spec.process.terminal;
+  c->hostname_ = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
+  c->extra_hosts_ = spec.extra_hosts;
+  c->network_mode_ = spec.network.mode;
+  const bool own_netns = spec.network.mode != NetworkMode::kHost;
+  const bool userns = spec.userns == UserNamespaceMode::kAuto;
+
+  IMGTOOL_ASSIGN_OR_RETURN(
+      CapabilitySet caps,
+      ComputeCapabilities(spec.security.privileged, spec.security.cap_add, spec.security.cap_drop,
+                          CapabilitySet::OfThisProcess()));
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<SeccompProgram> seccomp, SeccompFor(spec.security, caps));
+  std::optional<IdMappings> mappings;
+  if (userns) {
+    IMGTOOL_ASSIGN_OR_RETURN(mappings, AutoIdMappings(spec.subuid_file, spec.subgid_file));
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(UserSpec user_spec, ParseUserSpec(spec.process.user));
+
+  bool mount_cgroup2 = false;
+  UniqueFd cgroup_fd;
+  if (spec.own_cgroup) {
+    IMGTOOL_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
+    IMGTOOL_ASSIGN_OR_RETURN(c->cgroup_, NewCgroupManager(spec.id, layout));
+    IMGTOOL_TRY(c->cgroup_->Create(spec.resources).Wrap("container " + spec.id + ": cgroup"));
+    Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
+    if (fd) {
+      cgroup_fd = std::move(*fd);
+    } else if (fd.error().code() != ErrorCode::kNotFound) {
+      return std::move(fd).error().Wrap("container " + spec.id + ": cgroup");
+    }
+    mount_cgroup2 = layout.version == CgroupVersion::kV2;
+  }
+  if (spec.network.mode == NetworkMode::kBridge) {
+    NetworkSpec network_spec = spec.network;
+    if (network_spec.container_id.empty()) network_spec.container_id = spec.id;
+    if (network_spec.hostname.empty()) network_spec.hostname = c->hostname_;
+    IMGTOOL_ASSIGN_OR_RETURN(c->network_, NewNetwork(network_spec));
+  }
+
+  RootfsOptions rootfs_options;
+  rootfs_options.privileged = spec.security.privileged;
+  rootfs_options.read_only = spec.read_only_rootfs;
+  rootfs_options.new_netns = own_netns;
+  rootfs_options.user_namespace = userns;
+  rootfs_options.mount_cgroup2 = mount_cgroup2;
+  rootfs_options.volumes = spec.volumes;
+  rootfs_options.tmpfs = spec.tmpfs;
+  rootfs_options.cwd = spec.process.cwd;
+  if (spec.write_etc_files) {
+    if (spec.state_dir.empty()) {
+      IMGTOOL_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("imgtool-run-"));
+      c->state_dir_ = dir.path();
+      c->temp_state_dir_.emplace(std::move(dir));
+    } else {
+      std::error_code ec;
+      fs::create_directories(spec.state_dir, ec);
+      if (ec) return ErrnoError("create state dir " + spec.state_dir.string(), ec.value());
+      c->state_dir_ = spec.state_dir;
+    }
+    for (const char* name : {"hosts", "hostname", "resolv.conf"}) {
+      rootfs_options.file_binds.emplace_back((c->state_dir_ / name).string(),
+                                             std::string("/etc/") + name);
+    }
+    // Bridge mode knows the address only after Attach.
+    if (!c->network_) IMGTOOL_TRY(c->WriteEtcFiles());
+  }
+
+  IMGTOOL_ASSIGN_OR_RETURN(RootfsPlan rootfs_plan, BuildRootfsPlan(rootfs_options));
+  ResolvedUser user;
+  IMGTOOL_ASSIGN_OR_RETURN(
+      UniqueFd tree,
+      DetachRootfs(spec.rootfs_mounts, spec.rootfs_dir, [&](int root_fd) -> Status {
+        IMGTOOL_ASSIGN_OR_RETURN(user, ResolveUser(root_fd, user_spec));
+        return PrepareRootfsPlan(&rootfs_plan, root_fd);
+      }).Wrap("container " + spec.id));
+
+  UniqueFd dev_null;
+  if (stdio.in < 0 && !spec.process.terminal) {
+    dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!dev_null) return ErrnoError("open /dev/null");
+  }
+  ProcessPlanInput input;
+  input.process = &spec.process;
+  input.hostname = c->hostname_;
+  input.user = user;
+  input.caps = caps;
+  input.no_new_privileges = spec.security.no_new_privileges;
+  input.seccomp = std::move(seccomp);
+  input.stdio = stdio;
+  input.dev_null = dev_null.get();
+  IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessPlan> process_plan,
+                           BuildProcessPlan(std::move(input)));
+
+  ChildPlan plan;
+  plan.wait_for_parent = userns || (c->cgroup_ && !cgroup_fd) || c->network_ != nullptr;
+  plan.user_namespace = userns;
+  plan.bring_up_loopback = own_netns && !c->network_;
+  plan.hostname = c->hostname_;
+  plan.rootfs = std::move(rootfs_plan);
+  plan.tree_fd = tree.get();
+  plan.process = process_plan.get();
+  plan.init = spec.init;
+
+  IMGTOOL_ASSIGN_OR_RETURN(SyncChannelPair channel, NewSyncChannel());
+
+  sigemptyset(&c->forwarded_);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&c->forwarded_, sig);
+  if (spec.process.terminal) sigaddset(&c->forwarded_, SIGWINCH);
+  ::pthread_sigmask(SIG_BLOCK, &c->forwarded_, &c->saved_mask_);
+  c->mask_changed_ = true;
+
+  IMGTOOL_ASSIGN_OR_RETURN(ClonedChild child,
+                           CloneChild(ContainerCloneFlags(own_netns, userns), cgroup_fd.get())
+                               .Wrap("container " + spec.id));
+  if (child.pid == 0) ContainerChildMain(plan, &channel.parent, &channel.child);
+  c->pid_ = child.pid;
+  c->pidfd_ = std::move(child.pidfd);
+  channel.child.Close();
+
+  if (plan.wait_for_parent) {
+    auto wrap = [&](Status status) { return std::move(status.Wrap("container " + spec.id)); };
+    if (userns) {
+      // Files of a plain-directory rootfs appear with their host owners in
+      // the container when the tree can be idmapped; overlayfs can not be.
+      std::string ns_path = StrCat("/proc/", c->pid_, "/ns/user");
+      UniqueFd userns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (userns_fd) {
+        struct mount_attr attr {};
+        attr.attr_set = MOUNT_ATTR_IDMAP;
+        attr.userns_fd = static_cast<uint64_t>(userns_fd.get());
+        if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+                      sizeof(attr)) != 0) {
+          LogDebug("container ", spec.id, ": rootfs not idmapped: ", std::strerror(errno));
+        }
+      }
+      IMGTOOL_TRY(wrap(WriteIdMappings(c->pid_, *mappings)));
+    }
+    if (c->cgroup_ && !cgroup_fd) IMGTOOL_TRY(wrap(c->cgroup_->AddProcess(c->pid_)));
+    if (c->network_) {
+      IMGTOOL_ASSIGN_OR_RETURN(UniqueFd netns, OpenNetnsOfPid(c->pid_));
+      IMGTOOL_ASSIGN_OR_RETURN(c->attachment_, c->network_->Attach(netns.get()));
+      c->network_attached_ = true;
+      if (spec.write_etc_files) IMGTOOL_TRY(wrap(c->WriteEtcFiles()));
+    }
+    IMGTOOL_TRY(wrap(channel.parent.AllowChildToContinue()));
+  }
+  tree.reset();
+  IMGTOOL_TRY(c->ReceiveChildReports(&channel.parent).Wrap("container " + spec.id));
+  return c;
+}
+
+Result<std::unique_ptr<Container>> Container::Exec(pid_t container_pid,
+                                                   const std::string& cgroup_id,
+                                                   const ProcessSpec& process,
+                                                   const SecuritySpec& security,
+                                                   const Stdio& stdio) {
+  std::string what = StrCat("exec in container process ", container_pid);
+  if (process.args.empty() || process.args[0].empty()) {
+    return InvalidArgumentError(what + ": no command to run");
+  }
+  std::unique_ptr<Container> c(new Container());
+  c->stdio_ = stdio;
+  c->terminal_ = process.terminal;
+  UniqueFd target(static_cast<int>(::syscall(SYS_pidfd_open, container_pid, 0)));
+  if (!target) return ErrnoError(what + ": pidfd_open");
+  IMGTOOL_ASSIGN_OR_RETURN(uint64_t join_flags, NamespacesToJoin(container_pid));
+
+  IMGTOOL_ASSIGN_OR_RETURN(CapabilitySet caps,
+                           ComputeCapabilities(security.privileged, security.cap_add,
+                                               security.cap_drop, CapabilitySet::OfThisProcess()));
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<SeccompProgram> seccomp, SeccompFor(security, caps));
+  IMGTOOL_ASSIGN_OR_RETURN(UserSpec user_spec, ParseUserSpec(process.user));
+  std::string root_path = StrCat("/proc/", container_pid, "/root");
+  UniqueFd root(::open(root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return ErrnoError(what + ": open " + root_path);
+  IMGTOOL_ASSIGN_OR_RETURN(ResolvedUser user, ResolveUser(root.get(), user_spec));
+
+  std::unique_ptr<CgroupManager> cgroup;
+  UniqueFd cgroup_fd;
+  if (!cgroup_id.empty()) {
+    IMGTOOL_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
+    IMGTOOL_ASSIGN_OR_RETURN(cgroup, NewCgroupManager(cgroup_id, layout));
+    Result<UniqueFd> fd = cgroup->DirFdForCloneIntoCgroup();
+    if (fd) cgroup_fd = std::move(*fd);
+  }
+
+  UniqueFd dev_null;
+  if (stdio.in < 0 && !process.terminal) {
+    dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!dev_null) return ErrnoError("open /dev/null");
+  }
+  ProcessPlanInput input;
+  input.process = &process;
+  input.user = user;
+  input.caps = caps;
+  input.no_new_privileges = security.no_new_privileges;
+  input.seccomp = std::move(seccomp);
+  input.stdio = stdio;
+  input.dev_null = dev_null.get();
+  IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessPlan> plan, BuildProcessPlan(std::move(input)));
+
+  IMGTOOL_ASSIGN_OR_RETURN(SyncChannelPair channel, NewSyncChannel());
+  sigemptyset(&c->forwarded_);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&c->forwarded_, sig);
+  if (process.terminal) sigaddset(&c->forwarded_, SIGWINCH);
+  ::pthread_sigmask(SIG_BLOCK, &c->forwarded_, &c->saved_mask_);
+  c->mask_changed_ = true;
+
+  bool wait_for_parent = cgroup && !cgroup_fd;
+  IMGTOOL_ASSIGN_OR_RETURN(ClonedChild helper, CloneChild(0, cgroup_fd.get()).Wrap(what));
+  if (helper.pid == 0) {
+    ExecHelperMain(target.get(), join_flags, wait_for_parent, *plan, &channel.parent,
+                   &channel.child);
+  }
+  channel.child.Close();
+  // The helper is reaped whatever happens below.
+  auto reap_helper = [&helper]() {
+    siginfo_t info{};
+    ::waitid(kPidfdIdType, static_cast<id_t>(helper.pidfd.get()), &info, WEXITED);
+  };
+  if (wait_for_parent) {
+    Status joined = cgroup->AddProcess(helper.pid);
+    if (!joined) {
+      PidfdSendSignal(helper.pidfd.get(), SIGKILL);
+      reap_helper();
+      return std::move(joined).error().Wrap(what + ": join the cgroup");
+    }
+    if (Status s = channel.parent.AllowChildToContinue(); !s) {
+      reap_helper();
+      return std::move(s).error().Wrap(what);
+    }
+  }
+  Result<ChildReport> first = channel.parent.ReceiveReport();
+  reap_helper();
+  if (!first) return std::move(first).error().Wrap(what);
+  if (first->kind == ChildReportKind::kSetupFailed) return first->ToError().Wrap(what);
+  if (first->kind != ChildReportKind::kPid || !first->fd) {
+    return InternalError(what + ": the helper ended without starting the process");
+  }
+  c->pid_ = first->pid;
+  c->pidfd_ = std::move(first->fd);
+  IMGTOOL_TRY(c->ReceiveChildReports(&channel.parent).Wrap(what));
+  return c;
+}
+
+Status Container::ReceiveChildReports(ParentChannel* channel) {
+  while (true) {
+    IMGTOOL_ASSIGN_OR_RETURN(ChildReport report, channel->ReceiveReport());
+    switch (report.kind) {
+      case ChildReportKind::kExecuted:
+        return OkStatus();
+      case ChildReportKind::kPtyMaster: {
+        IMGTOOL_ASSIGN_OR_RETURN(RawTerminalMode mode, RawTerminalMode::Enter(stdio_.in));
+        raw_mode_.emplace(std::move(mode));
+        relay_.emplace(std::move(report.fd), stdio_.in, stdio_.out);
+        break;
+      }
+      case ChildReportKind::kSetupFailed:
+        return report.ToError();
+      case ChildReportKind::kExecFailed: {
+        ExitStatus status;
+        status.message = report.ToError().ToString();
+        exec_failure_ = std::move(status);
+        break;
+      }
+      case ChildReportKind::kPid:
+        return InternalError("unexpected pid report from the container");
+    }
+  }
+}
+
+Status Container::WriteEtcFiles() {
+  IMGTOOL_TRY(WriteSmallFile(state_dir_ / "hostname", hostname_ + "\n"));
+  IMGTOOL_TRY(WriteSmallFile(state_dir_ / "hosts",
+                             HostsFileContent(hostname_, attachment_.ip, extra_hosts_)));
+  Result<std::string> host_resolv = ReadFileToString("/etc/resolv.conf", 1u << 20);
+  std::string resolv = ResolvConfContent(host_resolv ? *host_resolv : std::string(),
+                                         attachment_.dns, network_mode_ == NetworkMode::kHost);
+  return WriteSmallFile(state_dir_ / "resolv.conf", resolv);
+}
+
+Status Container::Signal(int sig) {
+  if (reaped_ || !pidfd_) return FailedPreconditionError("container " + id_ + " is not running");
+  if (PidfdSendSignal(pidfd_.get(), sig) != 0) {
+    return ErrnoError(StrCat("send signal ", sig, " to container ", id_));
+  }
+  return OkStatus();
+}
+
+ExitStatus Container::StatusFromWait(const siginfo_t& info) {
+  ExitStatus status;
+  if (info.si_code == CLD_EXITED) {
+    status.exit_code = info.si_status;
+  } else {
+    status.signal = info.si_status;
+    status.exit_code = 128 + info.si_status;
+  }
+  if (exec_failure_) status.message = exec_failure_->message;
+  if (cgroup_ && (status.signal == SIGKILL || status.exit_code == 128 + SIGKILL)) {
+    Result<bool> oom = cgroup_->OomKilled();
+    if (oom && *oom) {
+      status.oom_killed = true;
+      status.exit_code = 128 + SIGKILL;
+      status.message = "container " + id_ + ": the OOM killer ended the command (memory limit)";
+    }
+  }
+  return status;
+}
+
+Result<ExitStatus> Container::Wait() {
+  if (reaped_) return FailedPreconditionError("container " + id_ + " was already waited for");
+  UniqueFd signals(::signalfd(-1, &forwarded_, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signals) return ErrnoError("signalfd");
+  siginfo_t info{};
+  std::vector<struct pollfd> fds;
+  while (true) {
+    fds.clear();
+    fds.push_back({pidfd_.get(), POLLIN, 0});
+    fds.push_back({signals.get(), POLLIN, 0});
+    if (relay_) relay_->AddPollFds(&fds);
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("wait for container " + id_);
+    }
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo received {};
+      while (::read(signals.get(), &received, sizeof(received)) == sizeof(received)) {
+        int sig = static_cast<int>(received.ssi_signo);
+        if (sig == SIGWINCH) {
+          if (relay_) relay_->ResizeFromInput();
+        } else {
+          PidfdSendSignal(pidfd_.get(), sig);
+        }
+      }
+    }
+    if (relay_) {
+      Status relayed = relay_->HandleEvents(fds);
+      if (!relayed) LogWarning("container ", id_, ": ", relayed.error().ToString());
+    }
+    if (fds[0].revents & POLLIN) {
+      if (::waitid(kPidfdIdType, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0) {
+        if (errno == EINTR) continue;
+        return ErrnoError("reap container " + id_);
+      }
+      reaped_ = true;
+      break;
+    }
+  }
+  if (relay_) {
+    Status drained = relay_->Drain();
+    if (!drained) LogWarning("container ", id_, ": ", drained.error().ToString());
+  }
+  ExitStatus status = StatusFromWait(info);
+  Cleanup();
+  return status;
+}
+
+void Container::RestoreSignalMask() {
+  if (!mask_changed_) return;
+  // Signals that arrived after the container ended stay for the caller.
+  ::pthread_sigmask(SIG_SETMASK, &saved_mask_, nullptr);
+  mask_changed_ = false;
+}
+
+void Container::Cleanup() {
+  if (pidfd_ && !reaped_) {
+    PidfdSendSignal(pidfd_.get(), SIGKILL);
+    siginfo_t info{};
+    while (::waitid(kPidfdIdType, static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
+           errno == EINTR) {
+    }
+    reaped_ = true;
+  }
+  relay_.reset();
+  raw_mode_.reset();
+  if (network_ && network_attached_) {
+    if (Status s = network_->Detach(); !s) {
+      LogWarning("container ", id_, ": network: ", s.error().ToString());
+    }
+    network_attached_ = false;
+  }
+  if (cgroup_) {
+    if (Status s = cgroup_->Destroy(); !s) {
+      LogWarning("container ", id_, ": cgroup: ", s.error().ToString());
+    }
+    cgroup_.reset();
+  }
+  temp_state_dir_.reset();
+  RestoreSignalMask();
+}
+
+Container::~Container() { Cleanup(); }
+
+Result<ExitStatus> RunContainer(const ContainerSpec& spec, const Stdio& stdio) {
+  IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<Container> container, Container::Start(spec, stdio));
+  return container->Wait();
+}
+
+}  // namespace imgtool::runner

@@ -1,0 +1,201 @@
+#include "runner/namespaces.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+#include "common/file_util.h"
+#include "common/log.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+namespace imgtool::runner {
+
+namespace {
+
+std::optional<uint32_t> ParseU32(std::string_view text) {
+  uint32_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::string UserName(uid_t uid) {
+  // The host's passwd, read without NSS: imgtool must not load NSS modules.
+  Result<std::string> passwd = ReadFileToString("/etc/passwd", 4u << 20);
+  if (!passwd) return "";
+  std::string_view rest = *passwd;
+  while (!rest.empty()) {
+    size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    size_t first = line.find(':');
+    size_t second = line.find(':', first == std::string_view::npos ? first : first + 1);
+    size_t third = line.find(':', second == std::string_view::npos ? second : second + 1);
+    if (third == std::string_view::npos) continue;
+    std::optional<uint32_t> id = ParseU32(line.substr(second + 1, third - second - 1));
+    if (id && *id == uid) return std::string(line.substr(0, first));
+  }
+  return "";
+}
+
+Result<IdMap> RangeForUser(const std::filesystem::path& file, uint32_t size) {
+  Result<std::string> content = ReadFileToString(file, 4u << 20);
+  if (!content) {
+    return std::move(content).error().Wrap("--userns=auto needs subordinate ids in " +
+                                           file.string());
+  }
+  uid_t uid = ::getuid();
+  std::vector<std::string> candidates;
+  if (uid == 0) {
+    candidates = {"containers", "root"};
+  } else {
+    candidates = {UserName(uid)};
+  }
+  Error last = NotFoundError("");
+  for (const std::string& user : candidates) {
+    Result<IdMap> range = FindSubordinateRange(*content, user, uid, size);
+    if (range) return range;
+    last = std::move(range).error();
+  }
+  return std::move(last.Wrap(file.string()));
+}
+
+}  // namespace
+
+uint64_t ContainerCloneFlags(bool new_net, bool new_user) {
+  uint64_t flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWTIME;
+  if (new_net) flags |= CLONE_NEWNET;
+  if (new_user) flags |= CLONE_NEWUSER;
+  return flags;
+}
+
+long CloneChildRaw(uint64_t flags, int cgroup_fd, int* pidfd) noexcept {
+  struct clone_args args {};
+  args.flags = flags | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(pidfd);
+  // With CLONE_PARENT the child inherits the caller's own exit signal, and
+  // clone3 refuses any other.
+  args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
+  if (cgroup_fd >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = static_cast<uint64_t>(cgroup_fd);
+  }
+  long pid = ::syscall(SYS_clone3, &args, sizeof(args));
+  return pid < 0 ? -errno : pid;
+}
+
+Result<ClonedChild> CloneChild(uint64_t flags, int cgroup_fd) {
+  int pidfd = -1;
+  long pid = CloneChildRaw(flags, cgroup_fd, &pidfd);
+  if (pid < 0) {
+    return ErrnoError(StrCat("clone3 with flags 0x", std::hex, flags,
+                             cgroup_fd >= 0 ? " into a cgroup" : ""),
+                      static_cast<int>(-pid));
+  }
+  ClonedChild child;
+  child.pid = static_cast<pid_t>(pid);
+  if (pid != 0) child.pidfd.reset(pidfd);
+  return child;
+}
+
+Result<IdMap> FindSubordinateRange(std::string_view content, std::string_view user, uid_t uid,
+                                   uint32_t size) {
+  std::string uid_text = std::to_string(uid);
+  while (!content.empty()) {
+    size_t end = content.find('\n');
+    std::string_view line = content.substr(0, end);
+    content = end == std::string_view::npos ? std::string_view() : content.substr(end + 1);
+    if (line.empty() || line.front() == '#') continue;
+    size_t first = line.find(':');
+    size_t second = first == std::string_view::npos ? first : line.find(':', first + 1);
+    if (second == std::string_view::npos) continue;
+    std::string_view name = line.substr(0, first);
+    if (name != user && name != uid_text) continue;
+    std::optional<uint32_t> start = ParseU32(line.substr(first + 1, second - first - 1));
+    std::optional<uint32_t> count = ParseU32(line.substr(second + 1));
+    if (!start || !count || *count < size) continue;
+    return IdMap{0, *start, size};
+  }
+  return NotFoundError(StrCat("no subordinate range of ", size, " ids for \"", user, "\""));
+}
+
+Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
+                                  const std::filesystem::path& subgid_file, uint32_t size) {
+  IdMappings mappings;
+  IMGTOOL_ASSIGN_OR_RETURN(IdMap uids, RangeForUser(subuid_file, size));
+  IMGTOOL_ASSIGN_OR_RETURN(IdMap gids, RangeForUser(subgid_file, size));
+  mappings.uids.push_back(uids);
+  mappings.gids.push_back(gids);
+  return mappings;
+}
+
+std::string FormatIdMap(const std::vector<IdMap>& map) {
+  std::string out;
+  for (const IdMap& entry : map) {
+    out += StrCat(entry.container_id, " ", entry.host_id, " ", entry.size, "\n");
+  }
+  return out;
+}
+
+Status WriteIdMappings(pid_t pid, const IdMappings& mappings) {
+  for (const auto& [file, map] : {std::pair{"uid_map", &mappings.uids},
+                                  std::pair{"gid_map", &mappings.gids}}) {
+    std::string path = StrCat("/proc/", pid, "/", file);
+    std::string text = FormatIdMap(*map);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return ErrnoError("open " + path);
+    // The kernel takes the whole map in one write, or nothing.
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      return ErrnoError("write " + path + " \"" + text.substr(0, text.size() - 1) + "\"");
+    }
+  }
+  return OkStatus();
+}
+
+ChildStatus JoinNamespacesOf(int pidfd, uint64_t flags) noexcept {
+  if (flags == 0) return ChildStatus();
+  if (::setns(pidfd, static_cast<int>(flags)) != 0) {
+    return ChildStatus::Failure(errno, "join the container's namespaces (setns on its pidfd)");
+  }
+  return ChildStatus();
+}
+
+Result<uint64_t> NamespacesToJoin(pid_t pid) {
+  struct Entry {
+    const char* name;
+    uint64_t flag;
+  };
+  static constexpr Entry kEntries[] = {
+      {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},       {"pid", CLONE_NEWPID},
+      {"uts", CLONE_NEWUTS},   {"ipc", CLONE_NEWIPC},      {"net", CLONE_NEWNET},
+      {"cgroup", CLONE_NEWCGROUP}, {"time", CLONE_NEWTIME},
+  };
+  uint64_t flags = 0;
+  for (const Entry& entry : kEntries) {
+    std::string theirs = StrCat("/proc/", pid, "/ns/", entry.name);
+    std::string ours = StrCat("/proc/self/ns/", entry.name);
+    struct stat their_stat {}, our_stat {};
+    if (::stat(theirs.c_str(), &their_stat) != 0) {
+      if (errno == ENOENT && std::strcmp(entry.name, "time") == 0) continue;
+      return ErrnoError("stat " + theirs);
+    }
+    if (::stat(ours.c_str(), &our_stat) != 0) return ErrnoError("stat " + ours);
+    if (their_stat.st_ino != our_stat.st_ino || their_stat.st_dev != our_stat.st_dev) {
+      flags |= entry.flag;
+    }
+  }
+  return flags;
+}
+
+}  // namespace imgtool::runner

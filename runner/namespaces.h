@@ -1,0 +1,77 @@
+// Namespaces: clone3 into new ones, user namespace id maps (from /etc/subuid
+// for --userns=auto), and joining a running container's (exec).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "runner/child_status.h"
+
+namespace imgtool::runner {
+
+// The namespaces a container gets at clone time: pid, uts, mnt, ipc, time, plus
+// net and user when asked. The cgroup namespace is not among them: the child
+// unshares it once it sits in its own cgroup, so that that cgroup is its root.
+uint64_t ContainerCloneFlags(bool new_net, bool new_user);
+
+struct ClonedChild {
+  pid_t pid = 0;  // 0 in the child
+  UniqueFd pidfd;  // parent only
+};
+
+// clone3 with `flags` (CLONE_NEW*), CLONE_PIDFD, and CLONE_INTO_CGROUP when
+// `cgroup_fd` >= 0. Returns twice, like fork(): in the child `pid` is 0. The
+// child must keep to allocation-free code (see child_status.h).
+Result<ClonedChild> CloneChild(uint64_t flags, int cgroup_fd);
+
+// One line of /proc/PID/uid_map: `size` ids from `container_id` map to `host_id`.
+struct IdMap {
+  uint32_t container_id = 0;
+  uint32_t host_id = 0;
+  uint32_t size = 0;
+  friend bool operator==(const IdMap&, const IdMap&) = default;
+};
+
+struct IdMappings {
+  std::vector<IdMap> uids;
+  std::vector<IdMap> gids;
+};
+
+// The same, allocation-free for use in a child: returns the pid (0 in the new
+// child) or -errno, and stores the pidfd in *pidfd.
+long CloneChildRaw(uint64_t flags, int cgroup_fd, int* pidfd) noexcept;
+
+// The first range of /etc/subuid (or subgid) text that belongs to `user` (by
+// name or by `uid` as a number) and holds at least `size` ids.
+Result<IdMap> FindSubordinateRange(std::string_view content, std::string_view user, uid_t uid,
+                                   uint32_t size);
+
+// --userns=auto: container ids 0..size-1 mapped to the calling user's range
+// (for root: the entry of "containers", else "root").
+Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
+                                  const std::filesystem::path& subgid_file,
+                                  uint32_t size = 65536);
+
+// "0 100000 65536\n" lines.
+std::string FormatIdMap(const std::vector<IdMap>& map);
+
+// Parent side: writes /proc/PID/uid_map and gid_map of a waiting child.
+Status WriteIdMappings(pid_t pid, const IdMappings& mappings);
+
+// Joins every namespace of the process behind `pidfd` that differs from the
+// caller's (setns on a pidfd, Linux >= 5.8). CLONE_NEWPID applies to children
+// of the caller only. Allocation-free; for the helper process of exec.
+ChildStatus JoinNamespacesOf(int pidfd, uint64_t flags) noexcept;
+
+// Which of the container's namespaces differ from the caller's (by inode of
+// /proc/PID/ns/*): the flags to pass to JoinNamespacesOf.
+Result<uint64_t> NamespacesToJoin(pid_t pid);
+
+}  // namespace imgtool::runner

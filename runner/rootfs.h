@@ -1,0 +1,117 @@
+// The container's filesystem. The parent assembles the rootfs (the caller's
+// mounts, e.g. the snapshotter's overlay) and keeps it only as a detached mount
+// tree (open_tree clone): the host is left with no mount to clean up. It also
+// builds a plan, a list of mount operations, opens the host side of every bind
+// as a detached tree too, and makes sure every mount target exists in the
+// image. The child, in its new mount namespace, stacks the tree on "/", runs
+// the plan relative to the tree (/proc, /dev, /sys, binds, masked and read-only
+// paths), pivots into it and detaches the old root. It never looks up a host
+// path but /dev/null and friends, so it works from a user namespace whose root
+// can not enter the caller's private directories.
+//
+// Every target is resolved inside the rootfs with openat2(RESOLVE_IN_ROOT), so
+// a symlink in an image can not send a mount to a host path; the mount calls
+// then go through /proc/self/fd/N or the fd itself (move_mount).
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "common/mount.h"
+#include "common/unique_fd.h"
+#include "runner/child_status.h"
+#include "runner/process_spec.h"
+
+namespace imgtool::runner {
+
+struct RootfsOp {
+  enum class Kind {
+    kMountFs,   // a new `fstype` filesystem at target (created as a dir when missing)
+    kBind,      // host `source` (file or dir, recursively) at target; ro if `read_only`
+    kMask,      // /dev/null over a file, an empty read-only tmpfs over a dir; skipped if missing
+    kReadOnly,  // target becomes a read-only bind of itself; skipped if missing
+    kMkdir,     // mkdir -p target with `mode`
+    kDevice,    // char device `device` at target with `mode` (a bind of host `source`
+                // where mknod is not allowed, as in a user namespace)
+    kSymlink,   // target -> source
+  };
+  Kind kind = Kind::kMkdir;
+  std::string target;  // inside the rootfs, relative: "dev/pts"
+  std::string source;
+  std::string fstype;
+  unsigned long flags = 0;  // MS_* for kMountFs
+  std::string data;         // filesystem options for kMountFs
+  bool read_only = false;
+  mode_t mode = 0755;
+  dev_t device = 0;
+
+  friend bool operator==(const RootfsOp&, const RootfsOp&) = default;
+};
+
+struct RootfsOptions {
+  bool privileged = false;    // no masked or read-only paths, /sys writable
+  bool read_only = false;     // --read-only: / itself read-only
+  bool new_netns = true;      // a sysfs of our own needs a netns of our own
+  bool user_namespace = false;
+  bool mount_cgroup2 = false;  // a cgroup2 view at /sys/fs/cgroup (cgroup v2 hosts)
+  std::vector<VolumeMount> volumes;
+  std::vector<TmpfsMount> tmpfs;
+  // Host file -> container path (absolute): /etc/hosts, /etc/hostname, ...
+  std::vector<std::pair<std::string, std::string>> file_binds;
+  std::string cwd = "/";  // created when missing
+};
+
+struct RootfsPlan {
+  std::vector<RootfsOp> ops;
+  // Per op: for kBind, the detached tree of the source (PrepareRootfsPlan).
+  std::vector<UniqueFd> bind_trees;
+  bool read_only = false;
+  bool devices_by_bind = false;
+};
+
+// runc's lists.
+inline constexpr std::string_view kMaskedPaths[] = {
+    "/proc/acpi",          "/proc/asound",    "/proc/kcore",       "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",          "/sys/firmware",   "/sys/devices/virtual/powercap",
+};
+inline constexpr std::string_view kReadOnlyPaths[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+// Builds the plan. Pure: no I/O.
+Result<RootfsPlan> BuildRootfsPlan(const RootfsOptions& options);
+
+// Parent side, with the assembled rootfs open at `root_fd`: opens the source
+// of every bind as a detached tree (read-only ones made read-only there), and
+// creates the mount targets that are missing in the image (directories, or
+// empty files for file binds), resolved inside the rootfs.
+Status PrepareRootfsPlan(RootfsPlan* plan, int root_fd);
+
+struct TmpfsOptions {
+  unsigned long flags = 0;
+  std::string data;
+};
+// "--tmpfs PATH:OPTIONS" options; empty is docker's "rw,noexec,nosuid,nodev".
+Result<TmpfsOptions> ParseTmpfsOptions(std::string_view options);
+
+// Parent side: mounts `mounts` in order at `dir` (none: `dir` is the rootfs),
+// calls `inspect` with an fd on the assembled root (to read /etc/passwd), and
+// returns a detached clone of the tree; the mounts at `dir` are undone before
+// returning, so nothing stays mounted on the host.
+Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::filesystem::path& dir,
+                              const std::function<Status(int root_fd)>& inspect);
+
+// Child side, in the new mount namespace: makes / private, stacks `tree_fd`
+// on /, runs the plan, pivots into it and detaches the old root; then
+// --read-only. Allocation-free.
+ChildStatus SetupRootfs(const RootfsPlan& plan, int tree_fd) noexcept;
+
+}  // namespace imgtool::runner

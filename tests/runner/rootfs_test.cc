@@ -1,0 +1,146 @@
+#include "runner/rootfs.h"
+
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+
+#include <algorithm>
+
+namespace imgtool::runner {
+namespace {
+
+using Kind = RootfsOp::Kind;
+
+const RootfsOp* Find(const RootfsPlan& plan, Kind kind, const std::string& target) {
+  for (const RootfsOp& op : plan.ops) {
+    if (op.kind == kind && op.target == target) return &op;
+  }
+  return nullptr;
+}
+
+size_t Count(const RootfsPlan& plan, Kind kind) {
+  return static_cast<size_t>(std::count_if(plan.ops.begin(), plan.ops.end(),
+                                           [&](const RootfsOp& op) { return op.kind == kind; }));
+}
+
+TEST(RootfsPlanTest, DefaultHasTheSystemMountsMasksAndReadOnlyPaths) {
+  Result<RootfsPlan> plan = BuildRootfsPlan({});
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  const RootfsOp* proc = Find(*plan, Kind::kMountFs, "proc");
+  ASSERT_NE(proc, nullptr);
+  EXPECT_EQ(proc->fstype, "proc");
+  const RootfsOp* sys = Find(*plan, Kind::kMountFs, "sys");
+  ASSERT_NE(sys, nullptr);
+  EXPECT_EQ(sys->fstype, "sysfs");
+  EXPECT_TRUE(sys->flags & MS_RDONLY);
+  const RootfsOp* pts = Find(*plan, Kind::kMountFs, "dev/pts");
+  ASSERT_NE(pts, nullptr);
+  EXPECT_NE(pts->data.find("newinstance"), std::string::npos);
+  EXPECT_NE(pts->data.find("ptmxmode=0666"), std::string::npos);
+  for (const char* dev : {"dev/null", "dev/zero", "dev/full", "dev/random", "dev/urandom", "dev/tty"}) {
+    EXPECT_NE(Find(*plan, Kind::kDevice, dev), nullptr) << dev;
+  }
+  EXPECT_NE(Find(*plan, Kind::kMountFs, "dev/shm"), nullptr);
+  EXPECT_NE(Find(*plan, Kind::kMountFs, "dev/mqueue"), nullptr);
+  EXPECT_EQ(Find(*plan, Kind::kSymlink, "dev/ptmx")->source, "pts/ptmx");
+  EXPECT_EQ(Find(*plan, Kind::kSymlink, "dev/fd")->source, "/proc/self/fd");
+  EXPECT_EQ(Count(*plan, Kind::kMask), std::size(kMaskedPaths));
+  EXPECT_NE(Find(*plan, Kind::kMask, "proc/kcore"), nullptr);
+  EXPECT_NE(Find(*plan, Kind::kMask, "sys/firmware"), nullptr);
+  EXPECT_EQ(Count(*plan, Kind::kReadOnly), std::size(kReadOnlyPaths));
+  EXPECT_NE(Find(*plan, Kind::kReadOnly, "proc/sysrq-trigger"), nullptr);
+  EXPECT_FALSE(plan->read_only);
+  EXPECT_FALSE(plan->devices_by_bind);
+  // /proc comes before anything inside it.
+  auto index = [&](Kind kind, const std::string& target) {
+    return std::find_if(plan->ops.begin(), plan->ops.end(), [&](const RootfsOp& op) {
+             return op.kind == kind && op.target == target;
+           }) - plan->ops.begin();
+  };
+  EXPECT_LT(index(Kind::kMountFs, "proc"), index(Kind::kMask, "proc/kcore"));
+  EXPECT_LT(index(Kind::kMountFs, "dev"), index(Kind::kDevice, "dev/null"));
+}
+
+TEST(RootfsPlanTest, PrivilegedHasNoMasksAndAWritableSys) {
+  RootfsOptions options;
+  options.privileged = true;
+  Result<RootfsPlan> plan = BuildRootfsPlan(options);
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Count(*plan, Kind::kMask), 0u);
+  EXPECT_EQ(Count(*plan, Kind::kReadOnly), 0u);
+  EXPECT_FALSE(Find(*plan, Kind::kMountFs, "sys")->flags & MS_RDONLY);
+}
+
+TEST(RootfsPlanTest, UserNamespaceWithHostNetworkBindsSys) {
+  RootfsOptions options;
+  options.user_namespace = true;
+  options.new_netns = false;
+  Result<RootfsPlan> plan = BuildRootfsPlan(options);
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_TRUE(plan->devices_by_bind);
+  EXPECT_EQ(Find(*plan, Kind::kMountFs, "sys"), nullptr);
+  const RootfsOp* sys = Find(*plan, Kind::kBind, "sys");
+  ASSERT_NE(sys, nullptr);
+  EXPECT_EQ(sys->source, "/sys");
+  EXPECT_TRUE(sys->read_only);
+}
+
+TEST(RootfsPlanTest, VolumesTmpfsFilesAndCwd) {
+  RootfsOptions options;
+  options.read_only = true;
+  options.volumes = {{"/host/data", "/srv/data/", true}, {"/host/file", "/etc/app.conf", false}};
+  options.tmpfs = {{"/run", "size=1m,exec"}};
+  options.file_binds = {{"/state/hosts", "/etc/hosts"}};
+  options.cwd = "/work/dir";
+  Result<RootfsPlan> plan = BuildRootfsPlan(options);
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_TRUE(plan->read_only);
+  const RootfsOp* data = Find(*plan, Kind::kBind, "srv/data");
+  ASSERT_NE(data, nullptr);
+  EXPECT_EQ(data->source, "/host/data");
+  EXPECT_TRUE(data->read_only);
+  EXPECT_FALSE(Find(*plan, Kind::kBind, "etc/app.conf")->read_only);
+  EXPECT_EQ(Find(*plan, Kind::kBind, "etc/hosts")->source, "/state/hosts");
+  const RootfsOp* run = Find(*plan, Kind::kMountFs, "run");
+  ASSERT_NE(run, nullptr);
+  EXPECT_EQ(run->data, "size=1m");
+  EXPECT_FALSE(run->flags & MS_NOEXEC);
+  EXPECT_TRUE(run->flags & MS_NOSUID);
+  EXPECT_NE(Find(*plan, Kind::kMkdir, "work/dir"), nullptr);
+  // Masks come after the user's mounts, so a volume can not uncover them.
+  EXPECT_EQ(plan->ops.back().kind, Kind::kMkdir);
+  EXPECT_EQ(plan->ops[plan->ops.size() - 2].kind, Kind::kReadOnly);
+}
+
+TEST(RootfsPlanTest, RefusesBadContainerPaths) {
+  for (const char* destination : {"relative", "/", "/../../etc", ""}) {
+    RootfsOptions options;
+    options.volumes = {{"/host", destination, false}};
+    Result<RootfsPlan> plan = BuildRootfsPlan(options);
+    ASSERT_FALSE(plan.has_value()) << destination;
+    EXPECT_EQ(plan.error().code(), ErrorCode::kInvalidArgument);
+  }
+  RootfsOptions options;
+  options.volumes = {{"host", "/data", false}};
+  EXPECT_FALSE(BuildRootfsPlan(options).has_value());
+  options.volumes.clear();
+  options.tmpfs = {{"/x", "size=1m,bogus"}};
+  Result<RootfsPlan> plan = BuildRootfsPlan(options);
+  ASSERT_FALSE(plan.has_value());
+  EXPECT_NE(plan.error().message().find("bogus"), std::string::npos);
+}
+
+TEST(TmpfsOptionsTest, DefaultsAndOverrides) {
+  Result<TmpfsOptions> defaults = ParseTmpfsOptions("");
+  ASSERT_TRUE(defaults.has_value());
+  EXPECT_EQ(defaults->flags, MS_NOEXEC | MS_NOSUID | MS_NODEV);
+  EXPECT_EQ(defaults->data, "");
+  Result<TmpfsOptions> custom = ParseTmpfsOptions("ro,exec,size=64m,mode=1777,uid=1000");
+  ASSERT_TRUE(custom.has_value());
+  EXPECT_EQ(custom->flags, MS_RDONLY | MS_NOSUID | MS_NODEV);
+  EXPECT_EQ(custom->data, "size=64m,mode=1777,uid=1000");
+  EXPECT_FALSE(ParseTmpfsOptions("size").has_value());
+  EXPECT_FALSE(ParseTmpfsOptions("lowerdir=/x").has_value());
+}
+
+}  // namespace
+}  // namespace imgtool::runner
