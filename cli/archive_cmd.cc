@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -105,6 +106,28 @@ struct LoadOptions {
   bool quiet = false;
 };
 
+// Unpacks a loaded image before its names are set, so every name a load
+// creates is ready to run.
+Status UnpackLoaded(store::Store& store, overlay::Snapshotter& snapshotter,
+                    const store::LoadedImage& loaded) {
+  auto image = store.ResolveDescriptor(loaded.descriptor);
+  if (!image) {
+    if (image.error().code() == ErrorCode::kNotFound &&
+        store::IsIndexMediaType(loaded.descriptor.media_type)) {
+      // A multi-platform image without this host's platform is still worth
+      // keeping (to save or push); there is nothing to unpack.
+      LogWarning("image ", loaded.descriptor.digest.ToString(), ": ", image.error().ToString(),
+                 "; not unpacked");
+      return OkStatus();
+    }
+    return std::move(image).error();
+  }
+  auto chain_id = overlay::Unpack(store, snapshotter, image->manifest, image->config);
+  if (!chain_id) return std::move(chain_id).error();
+  LogInfo("unpacked ", loaded.descriptor.digest.ToString(), " to ", *chain_id);
+  return OkStatus();
+}
+
 Result<int> RunLoad(const Context& context, const LoadOptions& options) {
   bool from_stdin = options.input.empty() || IsStdio(options.input);
   if (from_stdin && ::isatty(STDIN_FILENO)) {
@@ -118,38 +141,24 @@ Result<int> RunLoad(const Context& context, const LoadOptions& options) {
                              store::ParseReference(options.name).Wrap("load: --name"));
     import.name = std::move(name);
   }
-  // Unpacked before any tag is set, so every name the load creates is ready to run.
-  import.before_tag = [&](const store::LoadedImage& loaded)
-                          ->Status {
-                            auto image = store->ResolveDescriptor(loaded.descriptor);
-  if (!image) {
-    if (image.error().code() == ErrorCode::kNotFound &&
-        store::IsIndexMediaType(loaded.descriptor.media_type)) {
-      // A multi-platform image without this host's platform is still worth
-      // keeping (to save or push); there is nothing to unpack.
-      LogWarning("image ", loaded.descriptor.digest.ToString(), ": ", image.error().ToString(),
-                 "; not unpacked");
-      return OkStatus();
+  import.before_tag = std::bind_front(&UnpackLoaded, std::ref(*store), std::ref(*snapshotter));
+  Result<std::vector<store::LoadedImage>> loaded =
+      from_stdin ? store::ImportArchive(*store, STDIN_FILENO, import)
+                 : store::ImportArchivePath(*store, options.input, import);
+  if (!loaded) return std::move(loaded).error().Wrap("load");
+  std::string out;
+  for (const store::LoadedImage& image : *loaded) {
+    for (const std::string& tag : image.unnamed_tags) {
+      LogWarning("image ", image.descriptor.digest.ToString(), " is tagged \"", tag,
+                 "\" in the archive, without a repository; load it with --name REPOSITORY to "
+                 "name it");
     }
-    return std::move(image).error();
+    if (image.names.empty()) out += "Loaded image: " + image.descriptor.digest.ToString() + "\n";
+    for (const std::string& name : image.names) out += "Loaded image: " + name + "\n";
   }
-  IMGTOOL_ASSIGN_OR_RETURN(std::string chain_id,
-                           overlay::Unpack(*store, *snapshotter, image->manifest, image->config));
-  LogInfo("unpacked ", loaded.descriptor.digest.ToString(), " to ", chain_id);
-  return OkStatus();
-};
-Result<std::vector<store::LoadedImage>> loaded =
-    from_stdin ? store::ImportArchive(*store, STDIN_FILENO, import)
-               : store::ImportArchivePath(*store, options.input, import);
-if (!loaded) return std::move(loaded).error().Wrap("load");
-std::string out;
-for (const store::LoadedImage& image : *loaded) {
-  if (image.names.empty()) out += "Loaded image: " + image.descriptor.digest.ToString() + "\n";
-  for (const std::string& name : image.names) out += "Loaded image: " + name + "\n";
+  if (!options.quiet) IMGTOOL_TRY(PrintOut(out));
+  return 0;
 }
-if (!options.quiet) IMGTOOL_TRY(PrintOut(out));
-return 0;
-}  // namespace
 
 // --- save ---------------------------------------------------------------------
 
@@ -305,7 +314,7 @@ Result<int> RunExport(const Context& context, const ExportOptions& options) {
   return 0;
 }
 
-}  // namespace imgtool::cli
+}  // namespace
 
 void RegisterArchiveCommands(CLI::App& app, const Context& context, CommandRegistry& registry) {
   {

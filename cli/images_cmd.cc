@@ -106,7 +106,7 @@ Result<int> RunImages(const Context& context, const ImagesOptions& options) {
       if (!image.problem.empty()) item["Problem"] = image.problem;
       out.push_back(std::move(item));
     }
-    IMGTOOL_TRY(PrintOut(out.dump(4) + "\n"));
+    IMGTOOL_TRY(PrintJson(out));
     return 0;
   }
   int64_t now = NowSeconds();
@@ -200,7 +200,7 @@ Result<int> RunInspect(const Context& context, const std::vector<std::string>& i
     IMGTOOL_ASSIGN_OR_RETURN(ordered_json item, InspectOne(*store, arg).Wrap("inspect " + arg));
     out.push_back(std::move(item));
   }
-  IMGTOOL_TRY(PrintOut(out.dump(4) + "\n"));
+  IMGTOOL_TRY(PrintJson(out));
   return 0;
 }
 
@@ -315,7 +315,7 @@ Result<int> RunHistory(const Context& context, const HistoryOptions& options) {
       item["empty_layer"] = row.empty_layer;
       out.push_back(std::move(item));
     }
-    IMGTOOL_TRY(PrintOut(out.dump(4) + "\n"));
+    IMGTOOL_TRY(PrintJson(out));
     return 0;
   }
   if (options.quiet) {

@@ -225,7 +225,7 @@ Result<int> RunVersion(const std::string& format) {
     out["OpenSSL"] = openssl;
     out["Zlib"] = zlibVersion();
     out["Zstd"] = ZSTD_versionString();
-    IMGTOOL_TRY(PrintOut(out.dump(4) + "\n"));
+    IMGTOOL_TRY(PrintJson(out));
     return 0;
   }
   IMGTOOL_TRY(PrintOut(

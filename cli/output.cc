@@ -13,6 +13,11 @@ Status PrintOut(std::string_view text) {
   return WriteAll(STDOUT_FILENO, text).Wrap("write to stdout");
 }
 
+Status PrintJson(const nlohmann::ordered_json& json) {
+  return PrintOut(json.dump(4, ' ', false, nlohmann::ordered_json::error_handler_t::replace) +
+                  "\n");
+}
+
 std::string Table::Render() const {
   std::vector<size_t> widths(header_.size(), 0);
   auto measure = [&](const std::vector<std::string>& row) {

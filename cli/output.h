@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,9 @@ namespace imgtool::cli {
 
 // Writes all of `text` to stdout.
 Status PrintOut(std::string_view text);
+// Pretty-prints JSON (4 spaces, as podman does) to stdout; invalid UTF-8 in
+// image metadata becomes U+FFFD instead of failing the command.
+Status PrintJson(const nlohmann::ordered_json& json);
 
 // Columns padded to their widest cell and separated by three spaces, as
 // `docker images` prints them; the last column is not padded.

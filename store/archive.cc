@@ -533,12 +533,7 @@ Result<std::optional<Reference>> Importer::NameFromRefName(std::string_view ref_
   if (!looks_full && IsValidTag(ref_name)) {
     // OCI layouts commonly name images by tag only (skopeo's
     // oci-archive:FILE:TAG); the repository has to come from the caller.
-    if (!options_.name) {
-      LogWarning("image tagged \"", ref_name,
-                 "\" in the archive has no repository name; stored untagged (give a name to "
-                 "tag it)");
-      return std::optional<Reference>();
-    }
+    if (!options_.name) return std::optional<Reference>();
     IMGTOOL_ASSIGN_OR_RETURN(Reference ref, options_.name->WithoutDigest().WithTag(ref_name));
     return std::optional<Reference>(std::move(ref));
   }
@@ -559,7 +554,9 @@ Status Importer::AddName(std::vector<LoadedImage>* images, const Descriptor& des
     clean.media_type = descriptor.media_type;
     clean.digest = descriptor.digest;
     clean.size = descriptor.size;
-    images->push_back(LoadedImage{std::move(clean), {}});
+    LoadedImage image;
+    image.descriptor = std::move(clean);
+    images->push_back(std::move(image));
     refs_.emplace_back();
   }
   if (ref) {
@@ -590,7 +587,7 @@ Result<std::vector<LoadedImage>> Importer::FinishOci() {
                                   (version == layout.end() ? "(missing)" : version->dump()));
     }
   } else {
-    LogWarning("archive has index.json but no oci-layout file; reading it as an OCI layout");
+    LogDebug("archive has index.json but no oci-layout file; reading it as an OCI layout");
   }
   auto index = ParseIndex(files_.at(std::string(kIndexFile)).data);
   if (!index) return std::move(index).error().Wrap("index.json");
@@ -615,6 +612,15 @@ Result<std::vector<LoadedImage>> Importer::FinishOci() {
       return std::move(ref).error().Wrap(where + ": ref.name \"" + descriptor.RefName() + "\"");
     }
     IMGTOOL_TRY(AddName(&images, descriptor, std::move(*ref)));
+    if (!*ref && !descriptor.RefName().empty()) {
+      // Reported with the result rather than logged now, so that a load that
+      // fails later still prints just its one error line.
+      for (LoadedImage& image : images) {
+        if (image.descriptor.digest == descriptor.digest) {
+          image.unnamed_tags.push_back(descriptor.RefName());
+        }
+      }
+    }
   }
   return Tag(std::move(images), std::move(refs_));
 }

@@ -41,6 +41,9 @@ struct LoadedImage {
   // Full normalized references ("docker.io/library/busybox:latest") that
   // were tagged; empty for an image stored by digest only.
   std::vector<std::string> names;
+  // Bare tags ("latest") the archive gave this image that could not become
+  // names because no repository was given (ImportOptions::name).
+  std::vector<std::string> unnamed_tags;
 };
 
 struct ImportOptions {

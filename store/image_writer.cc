@@ -60,6 +60,11 @@ class TarImageWriter final : public ImageWriter {
  public:
   explicit TarImageWriter(std::unique_ptr<struct archive, ArchiveWriteDeleter> a)
       : a_(std::move(a)) {}
+  ~TarImageWriter() override {
+    // Freeing an open writer would write the end-of-archive blocks and make a
+    // partial stream (save to stdout) look like a complete tar.
+    if (!finished_) archive_write_fail(a_.get());
+  }
 
   Status AddDirectory(std::string_view name) override {
     return WriteHeader(std::string(name) + "/", AE_IFDIR, 0755, 0);
@@ -80,6 +85,7 @@ class TarImageWriter final : public ImageWriter {
   }
 
   Status Finish() override {
+    finished_ = true;
     if (archive_write_close(a_.get()) != ARCHIVE_OK) return Fail("finish tar");
     return OkStatus();
   }
@@ -128,6 +134,7 @@ class TarImageWriter final : public ImageWriter {
   }
 
   std::unique_ptr<struct archive, ArchiveWriteDeleter> a_;
+  bool finished_ = false;
 };
 
 class DirectoryImageWriter final : public ImageWriter {

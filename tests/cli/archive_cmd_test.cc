@@ -1,5 +1,7 @@
 // save / load round trips in every format, export, and the ways a load must
 // fail: with one clear line, exit 125, no tag and a clean store afterwards.
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_fixture.h"
@@ -213,8 +215,12 @@ TEST_F(ArchiveCmdTest, DockerArchiveAsDockerSavesIt) {
 TEST_F(ArchiveCmdTest, BareTagNeedsAName) {
   // skopeo copy ... oci-archive:f.tar:latest writes ref.name "latest".
   fs::path archive = WriteArchive("bare.tar", TarOf(OciLayout({{&two_layer_, "latest"}})));
-  EXPECT_EQ(Ok({"load", "-i", archive.string()}),
-            "Loaded image: " + two_layer_.ManifestDigest().ToString() + "\n");
+  CommandResult first = Imgtool({"load", "-i", archive.string()});
+  ASSERT_EQ(first.exit_code, 0) << Describe(first);
+  EXPECT_EQ(first.out, "Loaded image: " + two_layer_.ManifestDigest().ToString() + "\n");
+  EXPECT_NE(first.err.find("is tagged \"latest\" in the archive, without a repository"),
+            std::string::npos)
+      << first.err;
   EXPECT_EQ(Ok({"images", "-q"}), "");
   EXPECT_EQ(Ok({"images", "-q", "-a"}), two_layer_.ConfigDigest().hex().substr(0, 12) + "\n");
   EXPECT_EQ(Ok({"load", "-i", archive.string(), "--name", "registry.local/team/img"}),
@@ -339,6 +345,12 @@ TEST_F(ArchiveCmdTest, LoadDiffIdCountMismatch) {
                   "rootfs.diff_ids has 3 entries but the manifest has 2 layers");
 }
 
+TEST_F(ArchiveCmdTest, FailedLoadOfBareTagIsStillOneLine) {
+  std::vector<Digest> ids = {Digest::Sha256Of("a")};
+  BuiltImage image = BuildImage(TwoLayers(), true, "bad", ConfigJson(ids, "bad"));
+  ExpectLoadFails(TarOf(OciLayout({{&image, "latest"}})), "rootfs.diff_ids has 1 entries");
+}
+
 TEST_F(ArchiveCmdTest, LoadDiffIdValueMismatchUncompressed) {
   BuiltImage image = BuildImage(TwoLayers(), false, "bad",
                                 ConfigJson({Digest::Sha256Of("a"), Digest::Sha256Of("b")}, "bad"));
@@ -408,6 +420,29 @@ TEST_F(ArchiveCmdTest, SaveErrors) {
   CommandResult bad_format = Imgtool({"save", "--format", "zip", "-o", "x", "nope"});
   EXPECT_EQ(bad_format.exit_code, 125);
   EXPECT_NE(bad_format.err.find("--format"), std::string::npos) << bad_format.err;
+}
+
+TEST_F(ArchiveCmdTest, SaveOfDamagedBlobLeavesNoFile) {
+  fs::path tar = RootfsTar();
+  Ok({"import", tar.string(), "app"});
+  std::string layer = Inspect("app")["Layers"][0];
+  fs::path blob = Root() / "blobs" / "sha256" / layer.substr(7);
+  std::string content = ReadTestFile(blob);
+  content[content.size() / 3] ^= 0x20;
+  ::chmod(blob.c_str(), 0644);
+  WriteTestFile(blob, content);
+  for (const char* format : {"oci-archive", "docker-archive", "oci-dir"}) {
+    SCOPED_TRACE(format);
+    fs::path out = Work() / (std::string("damaged.") + format);
+    CommandResult r = Imgtool({"save", "--format", format, "-o", out.string(), "app"});
+    ExpectError(r, layer.substr(0, 19));
+    EXPECT_FALSE(fs::exists(out));
+  }
+  // Nothing but the store itself in the work directory: no temporary leftovers.
+  for (const auto& entry : fs::directory_iterator(Work())) {
+    std::string name = entry.path().filename().string();
+    EXPECT_FALSE(name.starts_with(".damaged")) << name;
+  }
 }
 
 TEST_F(ArchiveCmdTest, SkopeoReadsSavedArchives) {
