@@ -34,6 +34,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr const char* kRunDir = "/run/imgtool";
+
 // waitid(P_PIDFD, ...) (Linux >= 5.4); glibc's idtype_t does not name it.
 constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);
 
@@ -157,7 +159,8 @@ Result<std::optional<SeccompProgram>> SeccompFor(const SecuritySpec& security,
   } else {
     profile = DefaultSeccompProfile();
   }
-  IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram program, CompileSeccompProfile(profile, caps));
+  IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram program,
+                           CompileSeccompProfileCached(profile, caps, security.seccomp_cache_dir));
   return std::optional<SeccompProgram>(std::move(program));
 }
 
@@ -270,7 +273,10 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   rootfs_options.cwd = spec.process.cwd;
   if (spec.write_etc_files) {
     if (spec.state_dir.empty()) {
-      IMGTOOL_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("imgtool-run-"));
+      // /run: a tmpfs on most machines, and cleaned at boot.
+      std::error_code ec;
+      fs::create_directories(kRunDir, ec);
+      IMGTOOL_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create(kRunDir, "run-"));
       c->state_dir_ = dir.path();
       c->temp_state_dir_.emplace(std::move(dir));
     } else {

@@ -61,6 +61,9 @@ struct SecuritySpec {
   SeccompMode seccomp = SeccompMode::kDefault;
   std::string seccomp_profile;  // kProfile: path of a docker-format JSON profile
   bool no_new_privileges = true;
+  // Where compiled seccomp filters are cached (runner/seccomp.h); empty: no
+  // cache on disk.
+  std::filesystem::path seccomp_cache_dir = "/run/imgtool/seccomp";
 };
 
 struct ContainerSpec {

@@ -1,5 +1,6 @@
 #include "runner/seccomp.h"
 
+#include <fcntl.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
@@ -10,8 +11,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -378,6 +382,159 @@ Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, Capa
     return ErrnoError("seccomp: read the exported filter");
   }
   return program;
+}
+
+namespace {
+
+// A file or dir of the cache is trusted only if it is ours and nobody else
+// may write it: the filter it holds goes straight into every container.
+bool Trusted(const struct stat& st) {
+  return st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+Result<UniqueFd> OpenCacheDir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir.parent_path(), ec);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("mkdir " + dir.string());
+  }
+  UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return ErrnoError("open " + dir.string());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + dir.string());
+  if (!Trusted(st)) return PermissionDeniedError(dir.string() + " is not private to imgtool");
+  return fd;
+}
+
+// The cache lives in a directory only imgtool can write, so its checksums
+// guard against torn and damaged files, not against an attacker: a 128-bit
+// FNV-1a does that without paying for OpenSSL's start-up (some milliseconds
+// in a fresh process) on every container start.
+struct Hash128 {
+  uint64_t a = 0xcbf29ce484222325ull;
+  uint64_t b = 0x84222325cbf29ce4ull;
+
+  void Update(std::string_view data) {
+    for (unsigned char c : data) {
+      a = (a ^ c) * 0x100000001b3ull;
+      b = (b ^ c) * 0x100000001b3ull;
+      b ^= b >> 29;
+    }
+  }
+  std::string Bytes() const {
+    std::string out(16, '\0');
+    std::memcpy(out.data(), &a, 8);
+    std::memcpy(out.data() + 8, &b, 8);
+    return out;
+  }
+  std::string Hex() const {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char c : Bytes()) {
+      hex += kHex[c >> 4];
+      hex += kHex[c & 15];
+    }
+    return hex;
+  }
+};
+
+constexpr size_t kChecksumBytes = 16;
+
+std::optional<SeccompProgram> LoadCached(int dir_fd, const std::string& name) {
+  UniqueFd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || !Trusted(st)) return std::nullopt;
+  Result<std::string> data = ReadFdToString(fd.get(), 1u << 20);
+  if (!data || data->size() <= kChecksumBytes) return std::nullopt;
+  size_t program_bytes = data->size() - kChecksumBytes;
+  if (program_bytes % sizeof(struct sock_filter) != 0) return std::nullopt;
+  std::string_view program_view(data->data(), program_bytes);
+  Hash128 checksum;
+  checksum.Update(program_view);
+  if (checksum.Bytes() != std::string_view(data->data() + program_bytes, kChecksumBytes)) {
+    return std::nullopt;
+  }
+  SeccompProgram program;
+  program.instructions.resize(program_bytes / sizeof(struct sock_filter));
+  std::memcpy(program.instructions.data(), program_view.data(), program_bytes);
+  return program;
+}
+
+void StoreCached(int dir_fd, const std::string& name, const SeccompProgram& program) {
+  std::string content(reinterpret_cast<const char*>(program.instructions.data()),
+                      program.instructions.size() * sizeof(struct sock_filter));
+  Hash128 checksum;
+  checksum.Update(content);
+  content += checksum.Bytes();
+  // No fsync: a torn file fails its checksum and is compiled again.
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string tmp = StrCat(".tmp-", name, "-", rng() % 1000000000);
+  UniqueFd fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600));
+  if (!fd) return;
+  if (!WriteAll(fd.get(), content) || ::renameat(dir_fd, tmp.c_str(), dir_fd, name.c_str()) != 0) {
+    ::unlinkat(dir_fd, tmp.c_str(), 0);
+  }
+}
+
+}  // namespace
+
+std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps) {
+  const scmp_version* version = seccomp_version();
+  std::string text = StrCat("imgtool-seccomp-v1\n", version->major, ".", version->minor, ".",
+                            version->micro, "\n", seccomp_arch_native(), "\n", caps.mask(), "\n",
+                            static_cast<int>(profile.default_action), " ",
+                            profile.default_errno.value_or(-1), "\n");
+  for (const std::string& arch : profile.architectures) text += "arch " + arch + "\n";
+  for (const SeccompRule& rule : profile.rules) {
+    text += StrCat("rule ", static_cast<int>(rule.action), " ", rule.errno_ret.value_or(-1), "\n");
+    for (const std::string& name : rule.names) text += " " + name;
+    for (const SeccompArg& arg : rule.args) {
+      text += StrCat("\n arg ", arg.index, " ", static_cast<int>(arg.op), " ", arg.value, " ",
+                     arg.value_two);
+    }
+    for (const std::string& cap : rule.includes.caps) text += "\n +cap " + cap;
+    for (const std::string& arch : rule.includes.arches) text += "\n +arch " + arch;
+    for (const std::string& cap : rule.excludes.caps) text += "\n -cap " + cap;
+    for (const std::string& arch : rule.excludes.arches) text += "\n -arch " + arch;
+    text += "\n";
+  }
+  Hash128 hash;
+  hash.Update(text);
+  return hash.Hex();
+}
+
+Result<SeccompProgram> CompileSeccompProfileCached(const SeccompProfile& profile,
+                                                   CapabilitySet caps,
+                                                   const std::filesystem::path& cache_dir) {
+  static std::mutex mutex;
+  static std::map<std::string, SeccompProgram> in_memory;
+  std::string key = SeccompCacheKey(profile, caps);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = in_memory.find(key); it != in_memory.end()) return it->second;
+  }
+  UniqueFd dir;
+  if (!cache_dir.empty()) {
+    Result<UniqueFd> opened = OpenCacheDir(cache_dir);
+    if (opened) {
+      dir = std::move(*opened);
+    } else {
+      LogDebug("seccomp cache not used: ", opened.error().ToString());
+    }
+  }
+  std::string name = key + ".bpf";
+  std::optional<SeccompProgram> program;
+  if (dir) program = LoadCached(dir.get(), name);
+  if (!program) {
+    IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram compiled, CompileSeccompProfile(profile, caps));
+    if (dir) StoreCached(dir.get(), name, compiled);
+    program = std::move(compiled);
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  in_memory[key] = *program;
+  return std::move(*program);
 }
 
 ChildStatus InstallSeccompProgram(const SeccompProgram& program) noexcept {

@@ -6,6 +6,7 @@
 #include <linux/filter.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,6 +86,20 @@ struct SeccompProgram {
 
 // Compiles `profile` for a container with capabilities `caps`.
 Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, CapabilitySet caps);
+
+// The same, through caches: libseccomp takes milliseconds for a profile of a
+// few hundred rules, a fair share of a container's whole start. Programs are
+// kept in memory for the process and as files in `cache_dir` (when not empty),
+// keyed by a hash of the profile, the capabilities, the architecture and the
+// libseccomp version. The dir is created 0700 and used only while it and its
+// files belong to the caller and nobody else can write them; a file whose
+// checksum does not match is compiled again.
+Result<SeccompProgram> CompileSeccompProfileCached(const SeccompProfile& profile,
+                                                   CapabilitySet caps,
+                                                   const std::filesystem::path& cache_dir);
+
+// The cache key (hex) of CompileSeccompProfileCached.
+std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps);
 
 // Child side: installs the filter. Needs no_new_privs or CAP_SYS_ADMIN.
 ChildStatus InstallSeccompProgram(const SeccompProgram& program) noexcept;

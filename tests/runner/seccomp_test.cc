@@ -9,7 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <functional>
+
+#include "common/temp_dir.h"
+#include "tests/support/test_util.h"
 
 namespace imgtool::runner {
 namespace {
@@ -201,6 +207,54 @@ TEST(SeccompCompileTest, ProfileRulesAndErrnoValuesApply) {
   // The CAP_SYS_ADMIN rule does not apply to a default container.
   EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_mkdirat, -1, "", 0)); }),
             ENOENT);
+}
+
+}  // namespace
+}  // namespace imgtool::runner
+
+namespace imgtool::runner {
+namespace {
+
+TEST(SeccompCacheTest, StoresLoadsAndRejectsTamperedFiles) {
+  Result<TempDir> dir = TempDir::Create("imgtool-seccomp-cache-");
+  ASSERT_TRUE(dir.has_value());
+  std::filesystem::path cache = dir->path() / "cache";
+  SeccompProfile profile = DefaultSeccompProfile();
+  // Capability sets no other test compiles, so the in-memory cache is cold.
+  CapabilitySet first = CapabilitySet::FromMask(uint64_t{1} << 35);
+  CapabilitySet second = CapabilitySet::FromMask(uint64_t{1} << 36);
+  Result<SeccompProgram> direct = CompileSeccompProfile(profile, first);
+  ASSERT_TRUE(direct.has_value());
+
+  Result<SeccompProgram> cached = CompileSeccompProfileCached(profile, first, cache);
+  ASSERT_TRUE(cached.has_value()) << cached.error().ToString();
+  EXPECT_EQ(cached->instructions.size(), direct->instructions.size());
+  std::filesystem::path file = cache / (SeccompCacheKey(profile, first) + ".bpf");
+  ASSERT_TRUE(std::filesystem::exists(file));
+  EXPECT_EQ(std::filesystem::file_size(file), direct->instructions.size() * 8 + 16);
+  struct stat st {};
+  ASSERT_EQ(::stat(cache.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+
+  // A file planted under the next key with a bad checksum is not used.
+  std::filesystem::path planted = cache / (SeccompCacheKey(profile, second) + ".bpf");
+  imgtool::testing::WriteTestFile(planted, std::string(8 * 4, '\0') + std::string(16, 'x'), 0600);
+  Result<SeccompProgram> recompiled = CompileSeccompProfileCached(profile, second, cache);
+  ASSERT_TRUE(recompiled.has_value());
+  EXPECT_GT(recompiled->instructions.size(), 4u);
+  EXPECT_EQ(std::filesystem::file_size(planted), recompiled->instructions.size() * 8 + 16);
+  EXPECT_NE(SeccompCacheKey(profile, first), SeccompCacheKey(profile, second));
+}
+
+TEST(SeccompCacheTest, AnOpenDirIsNotUsed) {
+  Result<TempDir> dir = TempDir::Create("imgtool-seccomp-cache-");
+  ASSERT_TRUE(dir.has_value());
+  ASSERT_EQ(::chmod(dir->path().c_str(), 0777), 0);
+  CapabilitySet caps = CapabilitySet::FromMask(uint64_t{1} << 37);
+  Result<SeccompProgram> program =
+      CompileSeccompProfileCached(DefaultSeccompProfile(), caps, dir->path());
+  ASSERT_TRUE(program.has_value());
+  EXPECT_TRUE(std::filesystem::is_empty(dir->path()));
 }
 
 }  // namespace

@@ -1,10 +1,9 @@
 // Times the runner's full lifecycle of one command (default /bin/true): mount
 // the overlay, clone into every namespace, set up the rootfs, exec, wait,
-// clean up. Prints the median, min and max of N runs and a per-phase
-// breakdown of one extra run when asked.
+// clean up. Prints the median, min and max of N runs in one process.
 //
 //   runner_bench LOWER_ROOTFS [-n RUNS] [--net none|host] [--no-cgroup] [--no-seccomp]
-//                [--plain] [-- CMD...]
+//                [--plain] [-o OVERLAY_OPTION]... [-- CMD...]
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +34,7 @@ int main(int argc, char** argv) {
   bool plain = false;
   imgtool::runner::NetworkMode net = imgtool::runner::NetworkMode::kNone;
   std::vector<std::string> command = {"/bin/true"};
+  std::vector<std::string> overlay_options;
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-n" && i + 1 < argc) {
@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
       seccomp = false;
     } else if (arg == "--plain") {
       plain = true;
+    } else if (arg == "-o" && i + 1 < argc) {
+      overlay_options.push_back(argv[++i]);
     } else if (arg == "--") {
       command.assign(argv + i + 1, argv + argc);
       break;
@@ -77,6 +79,9 @@ int main(int argc, char** argv) {
                                            {"lowerdir=" + lower.string(),
                                             "upperdir=" + (run_dir / "upper").string(),
                                             "workdir=" + (run_dir / "work").string()}}};
+      for (const std::string& option : overlay_options) {
+        spec.rootfs_mounts[0].options.push_back(option);
+      }
     }
     auto start = std::chrono::steady_clock::now();
     auto result = imgtool::runner::RunContainer(spec, imgtool::runner::Stdio{});
