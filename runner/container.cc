@@ -289,8 +289,9 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       rootfs_options.file_binds.emplace_back((c->state_dir_ / name).string(),
                                              std::string("/etc/") + name);
     }
-    // Bridge mode knows the address only after Attach.
-    if (!c->network_) IMGTOOL_TRY(c->WriteEtcFiles());
+    // Bridge mode knows the address only after Attach, and rewrites them in
+    // place then; the binds the parent prepares need the files now.
+    IMGTOOL_TRY(c->WriteEtcFiles());
   }
 
   IMGTOOL_ASSIGN_OR_RETURN(RootfsPlan rootfs_plan, BuildRootfsPlan(rootfs_options));

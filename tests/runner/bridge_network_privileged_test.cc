@@ -419,7 +419,18 @@ TEST_F(BridgeNetworkTest, TwentyConcurrentAttachmentsGetDistinctAddressesAndClea
   for (const std::string& name : veths) {
     EXPECT_TRUE(WaitForLinkGone(name, std::chrono::seconds(5))) << name;
   }
-  EXPECT_TRUE(std::filesystem::is_empty("/sys/class/net/" + bridge_ + "/brif"));
+  // The kernel unlists a veth's name before it unhooks the port from the
+  // bridge, so the brif entry may outlive the name by a moment.
+  const std::filesystem::path ports = "/sys/class/net/" + bridge_ + "/brif";
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (!std::filesystem::is_empty(ports) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::string left;
+  for (const auto& entry : std::filesystem::directory_iterator(ports)) {
+    left += entry.path().filename().string() + " ";
+  }
+  EXPECT_TRUE(left.empty()) << "ports still on the bridge: " << left;
 }
 
 TEST_F(BridgeNetworkTest, CrashedRunIsReclaimedByTheNextAttach) {

@@ -1,7 +1,10 @@
 // Runs real containers: needs root. Every container runs the busybox + probe
 // rootfs through an overlay of its own (runner_test_util.h).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -419,6 +422,47 @@ TEST_F(ContainerTest, TwoHundredLayerOverlay) {
                                "workdir=" + Path("work").string()}}};
   ASSERT_GT(lowerdir.size(), 4096u);  // past what one mount(2) page holds
   EXPECT_EQ(RunOk(spec), "200\n");
+}
+
+TEST_F(ContainerTest, BridgeNetworkGivesEth0AndReachesTheHost) {
+  // A bridge and subnet of this test's own, removed at the end.
+  const std::string bridge = "imgtrt" + std::to_string(::getpid() % 10000);
+  const std::string subnet = "10.89.213.0/24";
+  fs::path network_state = Path("network");
+  // A listener on the host that the container connects to through the bridge.
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(listener.valid());
+  int one = 1;
+  ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  struct sockaddr_in address {};
+  address.sin_family = AF_INET;
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  socklen_t length = sizeof(address);
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length);
+  std::string port = std::to_string(ntohs(address.sin_port));
+
+  ContainerSpec spec = Spec({"probe", "ls", "/sys/class/net", "+", "connect", "10.89.213.1", port,
+                             "+", "read", "/etc/hosts"});
+  spec.hostname = "bridged";
+  spec.network.mode = NetworkMode::kBridge;
+  spec.network.bridge_name = bridge;
+  spec.network.subnet = subnet;
+  spec.network.state_dir = network_state;
+  Result<Captured> run = RunCaptured(spec);
+  Status removed = RemoveBridgeNetwork(bridge, subnet, network_state);
+  ASSERT_TRUE(run.has_value()) << run.error().ToString();
+  EXPECT_EQ(run->status.exit_code, 0) << run->err;
+  EXPECT_EQ(run->out.rfind("ls=eth0,lo\nconnect=ok\n", 0), 0u) << run->out;
+  // /etc/hosts names the container at its bridge address.
+  EXPECT_NE(run->out.find("10.89.213."), std::string::npos) << run->out;
+  EXPECT_NE(run->out.find("\tbridged\n"), std::string::npos) << run->out;
+  EXPECT_EQ(run->out.find("127.0.1.1"), std::string::npos) << run->out;
+  EXPECT_TRUE(removed.has_value()) << removed.error().ToString();
+  // The veth went with the container's netns.
+  Result<std::string> links = ReadFileToString("/proc/net/dev");
+  ASSERT_TRUE(links.has_value());
+  EXPECT_EQ(links->find("imgv"), std::string::npos) << *links;
 }
 
 TEST_F(ContainerTest, AutoUserNamespace) {

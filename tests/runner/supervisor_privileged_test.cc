@@ -1,6 +1,8 @@
 // Detached containers: start, ps state, logs, exec, stop, kill, wait, rm.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pty.h>
+#include <termios.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -100,6 +102,34 @@ TEST_F(SupervisorTest, StartExecStopRemove) {
   EXPECT_EQ((*listed)[0].id, spec.id);
   ASSERT_TRUE(RemoveContainer(StateDir(), false).has_value());
   EXPECT_FALSE(fs::exists(StateDir()));
+}
+
+TEST_F(SupervisorTest, ExecWithATerminalAndAsAnotherUser) {
+  ContainerSpec spec = Spec({"probe", "sleep", "60"});
+  ASSERT_TRUE(StartDetached(spec, StateDir()).has_value());
+  int user_master = -1, user_slave = -1;
+  struct winsize size {};
+  size.ws_row = 40;
+  size.ws_col = 120;
+  ASSERT_EQ(::openpty(&user_master, &user_slave, nullptr, nullptr, &size), 0);
+  UniqueFd master(user_master), slave(user_slave);
+  ProcessSpec process;
+  process.args = {"probe", "tty", "+", "id", "+", "status", "CapEff"};
+  process.terminal = true;
+  process.user = "app";
+  Result<ExitStatus> status =
+      ExecInContainer(StateDir(), process, Stdio{slave.get(), slave.get(), slave.get()});
+  ASSERT_TRUE(status.has_value()) << status.error().ToString();
+  EXPECT_EQ(status->exit_code, 0);
+  ::fcntl(master.get(), F_SETFL, O_NONBLOCK);
+  std::string out;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(master.get(), buffer, sizeof(buffer))) > 0) out.append(buffer, n);
+  EXPECT_NE(out.find("isatty=1 ttyname=/dev/pts/0 rows=40 cols=120"), std::string::npos) << out;
+  EXPECT_NE(out.find("uid=1000 gid=1000"), std::string::npos) << out;
+  EXPECT_NE(out.find("CapEff=0000000000000000"), std::string::npos) << out;
+  ASSERT_TRUE(RemoveContainer(StateDir(), true).has_value());
 }
 
 TEST_F(SupervisorTest, WaitReturnsTheExitCodeAndFollowGetsAllOutput) {

@@ -12,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -280,6 +284,23 @@ static int RunOne(int argc, char** argv) {
       memset(block, 1, 1 << 20);
     }
     printf("alloc=done\n");
+  } else if (strcmp(cmd, "connect") == 0 && argc > 2) {
+    // TCP connect with a 3 s timeout; reads one line back when there is one.
+    int sock = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((unsigned short)atoi(argv[2]));
+    inet_pton(AF_INET, argv[1], &addr.sin_addr);
+    int rc = connect(sock, (struct sockaddr*)&addr, sizeof(addr));
+    int err = rc == 0 ? 0 : errno;
+    if (rc != 0 && errno == EINPROGRESS) {
+      struct pollfd p = {sock, POLLOUT, 0};
+      err = poll(&p, 1, 3000) == 1 ? 0 : ETIMEDOUT;
+      socklen_t len = sizeof(err);
+      if (err == 0) getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &len);
+    }
+    printf("connect=%s\n", err == ETIMEDOUT ? "timeout" : ErrnoName(err));
+    close(sock);
   } else if (strcmp(cmd, "ns") == 0 && argc > 1) {
     char path[64], target[256] = {0};
     snprintf(path, sizeof(path), "/proc/self/ns/%s", argv[1]);
