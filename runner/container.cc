@@ -459,15 +459,39 @@ Result<std::unique_ptr<Container>> Container::Exec(pid_t container_pid,
       return std::move(s).error().Wrap(what);
     }
   }
-  Result<ChildReport> first = channel.parent.ReceiveReport();
-  reap_helper();
-  if (!first) return std::move(first).error().Wrap(what);
-  if (first->kind == ChildReportKind::kSetupFailed) return first->ToError().Wrap(what);
-  if (first->kind != ChildReportKind::kPid || !first->fd) {
-    return InternalError(what + ": the helper ended without starting the process");
+  // The process starts as the helper's sibling (CLONE_PARENT) and shares the
+  // channel: its own reports (pty, exec failure) may overtake the helper's pid
+  // message, so they wait in `early` until the pid is known.
+  std::vector<ChildReport> early;
+  std::optional<ChildReport> pid_report;
+  while (!pid_report) {
+    Result<ChildReport> report = channel.parent.ReceiveReport();
+    if (!report) {
+      reap_helper();
+      return std::move(report).error().Wrap(what);
+    }
+    if (report->kind == ChildReportKind::kPid) {
+      pid_report = std::move(*report);
+    } else if (report->kind == ChildReportKind::kExecuted) {
+      // End of stream without a pid: the helper failed before starting it.
+      reap_helper();
+      for (ChildReport& failure : early) {
+        if (failure.kind == ChildReportKind::kSetupFailed) return failure.ToError().Wrap(what);
+      }
+      return InternalError(what + ": the helper ended without starting the process");
+    } else {
+      early.push_back(std::move(*report));
+    }
   }
-  c->pid_ = first->pid;
-  c->pidfd_ = std::move(first->fd);
+  reap_helper();
+  if (!pid_report->fd) return InternalError(what + ": the helper sent no pidfd");
+  c->pid_ = pid_report->pid;
+  c->pidfd_ = std::move(pid_report->fd);
+  for (ChildReport& report : early) {
+    Result<bool> done = c->HandleChildReport(std::move(report));
+    if (!done) return std::move(done).error().Wrap(what);
+    if (*done) return c;
+  }
   IMGTOOL_TRY(c->ReceiveChildReports(&channel.parent).Wrap(what));
   return c;
 }
@@ -475,27 +499,33 @@ Result<std::unique_ptr<Container>> Container::Exec(pid_t container_pid,
 Status Container::ReceiveChildReports(ParentChannel* channel) {
   while (true) {
     IMGTOOL_ASSIGN_OR_RETURN(ChildReport report, channel->ReceiveReport());
-    switch (report.kind) {
-      case ChildReportKind::kExecuted:
-        return OkStatus();
-      case ChildReportKind::kPtyMaster: {
-        IMGTOOL_ASSIGN_OR_RETURN(RawTerminalMode mode, RawTerminalMode::Enter(stdio_.in));
-        raw_mode_.emplace(std::move(mode));
-        relay_.emplace(std::move(report.fd), stdio_.in, stdio_.out);
-        break;
-      }
-      case ChildReportKind::kSetupFailed:
-        return report.ToError();
-      case ChildReportKind::kExecFailed: {
-        ExitStatus status;
-        status.message = report.ToError().ToString();
-        exec_failure_ = std::move(status);
-        break;
-      }
-      case ChildReportKind::kPid:
-        return InternalError("unexpected pid report from the container");
-    }
+    IMGTOOL_ASSIGN_OR_RETURN(bool done, HandleChildReport(std::move(report)));
+    if (done) return OkStatus();
   }
+}
+
+Result<bool> Container::HandleChildReport(ChildReport report) {
+  switch (report.kind) {
+    case ChildReportKind::kExecuted:
+      return true;
+    case ChildReportKind::kPtyMaster: {
+      IMGTOOL_ASSIGN_OR_RETURN(RawTerminalMode mode, RawTerminalMode::Enter(stdio_.in));
+      raw_mode_.emplace(std::move(mode));
+      relay_.emplace(std::move(report.fd), stdio_.in, stdio_.out);
+      return false;
+    }
+    case ChildReportKind::kSetupFailed:
+      return report.ToError();
+    case ChildReportKind::kExecFailed: {
+      ExitStatus status;
+      status.message = report.ToError().ToString();
+      exec_failure_ = std::move(status);
+      return false;
+    }
+    case ChildReportKind::kPid:
+      return InternalError("unexpected pid report from the container");
+  }
+  return InternalError("unknown report from the container");
 }
 
 Status Container::WriteEtcFiles() {

@@ -71,6 +71,8 @@ class Container {
  private:
   Container() = default;
   Status ReceiveChildReports(ParentChannel* channel);
+  // True once the process runs (or its exec failed and was recorded).
+  Result<bool> HandleChildReport(ChildReport report);
   Status WriteEtcFiles();
   ExitStatus StatusFromWait(const siginfo_t& info);
   void Cleanup();
