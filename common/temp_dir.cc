@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cstdlib>
 #include <system_error>
@@ -16,7 +18,13 @@ Result<TempDir> TempDir::Create(const fs::path& parent, std::string_view prefix)
   if (::mkdtemp(tmpl.data()) == nullptr) {
     return ErrnoError("create temporary directory in " + parent.string());
   }
-  return TempDir(fs::path(tmpl));
+  UniqueFd lock(::open(tmpl.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    Status failed = ErrnoError("lock temporary directory " + tmpl);
+    ::rmdir(tmpl.c_str());
+    return std::move(failed).error();
+  }
+  return TempDir(fs::path(tmpl), std::move(lock));
 }
 
 Result<TempDir> TempDir::Create(std::string_view prefix) {
@@ -24,7 +32,8 @@ Result<TempDir> TempDir::Create(std::string_view prefix) {
   return Create(fs::path(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp"), prefix);
 }
 
-TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) {
+TempDir::TempDir(TempDir&& other) noexcept
+    : path_(std::move(other.path_)), lock_(std::move(other.lock_)) {
   other.path_.clear();
 }
 
@@ -32,6 +41,7 @@ TempDir& TempDir::operator=(TempDir&& other) noexcept {
   if (this != &other) {
     Remove();
     path_ = std::move(other.path_);
+    lock_ = std::move(other.lock_);
     other.path_.clear();
   }
   return *this;
@@ -42,6 +52,7 @@ TempDir::~TempDir() { Remove(); }
 fs::path TempDir::Release() {
   fs::path released = std::move(path_);
   path_.clear();
+  lock_.reset();
   return released;
 }
 
@@ -49,6 +60,31 @@ void TempDir::Remove() {
   if (path_.empty()) return;
   (void)RemoveTree(path_);
   path_.clear();
+  lock_.reset();
+}
+
+Result<int> RemoveAbandonedTempDirs(const fs::path& parent, std::string_view prefix,
+                                    std::chrono::seconds grace) {
+  std::error_code ec;
+  fs::directory_iterator it(parent, ec);
+  if (ec == std::errc::no_such_file_or_directory) return 0;
+  if (ec) return ErrnoError("list " + parent.string(), ec.value());
+  int removed = 0;
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) return ErrnoError("list " + parent.string(), ec.value());
+    std::string name = it->path().filename().string();
+    if (!name.starts_with(prefix)) continue;
+    UniqueFd dir(::open(it->path().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) continue;  // not a directory, or gone already
+    struct stat st {};
+    if (::fstat(dir.get(), &st) != 0 || now.tv_sec - st.st_ctim.tv_sec < grace.count()) continue;
+    if (::flock(dir.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its owner lives
+    IMGTOOL_TRY(RemoveTree(it->path()));
+    ++removed;
+  }
+  return removed;
 }
 
 Status RemoveTree(const fs::path& path) {

@@ -1,14 +1,19 @@
 // A directory removed with its contents when the owner goes away.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace imgtool {
 
+// The owner holds an flock on the directory while it lives, so that a later
+// process can tell a directory abandoned by a crash (lock free) from one in
+// use (RemoveAbandonedTempDirs).
 class TempDir {
  public:
   // Creates a fresh directory "<parent>/<prefix>XXXXXX".
@@ -27,11 +32,19 @@ class TempDir {
   std::filesystem::path Release();
 
  private:
-  explicit TempDir(std::filesystem::path path) : path_(std::move(path)) {}
+  TempDir(std::filesystem::path path, UniqueFd lock) : path_(std::move(path)), lock_(std::move(lock)) {}
   void Remove();
 
   std::filesystem::path path_;
+  UniqueFd lock_;  // flock on the directory itself
 };
+
+// Removes the directories directly under `parent` whose names start with
+// `prefix` and that no live TempDir holds (their owner crashed). Ones younger
+// than `grace` are left alone: a creator locks its directory right after
+// mkdtemp, and a sweep must not slip in between. Returns how many went.
+Result<int> RemoveAbandonedTempDirs(const std::filesystem::path& parent, std::string_view prefix,
+                                    std::chrono::seconds grace = std::chrono::seconds(10));
 
 // Removes a tree without following symlinks; makes directories writable first
 // so that trees with read-only directories (as in rootfs images) go too.
