@@ -55,6 +55,7 @@ int Main(int argc, char** argv) {
   RegisterImageCommands(app, context, registry);
   RegisterArchiveCommands(app, context, registry);
   RegisterMaintenanceCommands(app, context, registry);
+  RegisterRegistryCommands(app, context, registry);
 
   // CLI11 would report a mistyped command as "A subcommand is required";
   // name it instead. Values of the global options are skipped.

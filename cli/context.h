@@ -66,5 +66,7 @@ class CommandRegistry {
 void RegisterImageCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 void RegisterArchiveCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 void RegisterMaintenanceCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+// registry_cmd.cc: pull, push, login, logout.
+void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 
 }  // namespace imgtool::cli

@@ -11,7 +11,7 @@ packages=(
   # real clients the tests check imgtool's output with
   skopeo umoci oci-image-tool podman runc pigz zstd busybox-static
   # registry for the registry tests
-  docker-registry apache2-utils
+  docker-registry apache2-utils openssl
   # benchmarks and the default recipe
   mmdebstrap debootstrap hyperfine crun bubblewrap iproute2 iptables e2fsprogs
 )

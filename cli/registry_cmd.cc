@@ -1,0 +1,372 @@
+// pull, push, login, logout: moving images between the store and registries.
+#include "cli/registry_cmd.h"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/context.h"
+#include "cli/image_ref.h"
+#include "cli/output.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "overlay/unpacker.h"
+#include "registry/auth_config.h"
+#include "registry/client.h"
+#include "registry/pull.h"
+#include "registry/push.h"
+
+namespace imgtool::cli {
+
+namespace {
+
+struct RegistryFlags {
+  bool tls_verify = true;
+  std::string cert_dir;
+  std::string authfile;
+  std::string creds;  // USER:PASSWORD
+};
+
+void AddRegistryFlags(CLI::App* cmd, RegistryFlags& flags) {
+  cmd->add_flag("--tls-verify", flags.tls_verify,
+                "Verify TLS certificates and require HTTPS (default true; "
+                "--tls-verify=false also allows plain HTTP)");
+  cmd->add_option("--cert-dir", flags.cert_dir,
+                  "Directory of extra CA certificates (*.crt) to trust for this registry");
+  cmd->add_option("--authfile", flags.authfile,
+                  "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
+}
+
+// "https://host:5000/v2/" -> "host:5000"; "index.docker.io" -> "docker.io".
+std::string NormalizeRegistry(std::string_view text) {
+  if (size_t scheme = text.find("://"); scheme != std::string_view::npos) {
+    text.remove_prefix(scheme + 3);
+  }
+  text = text.substr(0, text.find('/'));
+  std::string out(text);
+  if (out == "index.docker.io" || out == "registry-1.docker.io") out = "docker.io";
+  return out;
+}
+
+Result<std::unique_ptr<registry::Client>> MakeClient(const std::string& name,
+                                                     const RegistryFlags& flags,
+                                                     std::optional<registry::Credentials> creds) {
+  bool insecure = !flags.tls_verify || registry::IsInsecureRegistry(name);
+  registry::TlsOptions tls;
+  tls.verify = !insecure;
+  tls.cert_dir = flags.cert_dir;
+  IMGTOOL_ASSIGN_OR_RETURN(std::shared_ptr<registry::HttpTransport> transport,
+                           registry::NewCurlTransport(tls));
+  registry::ClientOptions options;
+  options.insecure = insecure;
+  if (creds) {
+    options.credentials = std::move(creds);
+  } else if (!flags.creds.empty()) {
+    size_t colon = flags.creds.find(':');
+    if (colon == std::string::npos) return InvalidArgumentError("--creds: expected USER:PASSWORD");
+    options.credentials =
+        registry::Credentials{flags.creds.substr(0, colon), flags.creds.substr(colon + 1)};
+  } else {
+    IMGTOOL_ASSIGN_OR_RETURN(options.credentials,
+                             registry::LookupCredentials(name, flags.authfile));
+  }
+  return std::make_unique<registry::Client>(name, std::move(transport), std::move(options));
+}
+
+std::string ShortHex(const Digest& digest) { return digest.hex().substr(0, 12); }
+
+// Per-blob progress on stderr: a live table on a terminal, one line per
+// finished blob otherwise, nothing with --quiet.
+class ProgressPrinter {
+ public:
+  ProgressPrinter(bool quiet, std::string verb)
+      : quiet_(quiet), tty_(::isatty(STDERR_FILENO) == 1), verb_(std::move(verb)) {}
+
+  void Update(const registry::BlobProgress& blob) {
+    if (quiet_) return;
+    auto [it, added] = index_.emplace(blob.digest, blobs_.size());
+    if (added) {
+      blobs_.push_back(blob);
+      starts_.push_back(std::chrono::steady_clock::now());
+    }
+    registry::BlobProgress& known = blobs_[it->second];
+    bool finished = blob.state == registry::BlobProgress::State::kDone ||
+                    blob.state == registry::BlobProgress::State::kExists;
+    bool was_finished = known.state == registry::BlobProgress::State::kDone ||
+                        known.state == registry::BlobProgress::State::kExists;
+    known = blob;
+    if (!tty_) {
+      if (finished && !was_finished) (void)WriteAll(STDERR_FILENO, Line(it->second) + "\n");
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (!finished && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    Draw();
+  }
+
+  void Finish() {
+    if (!quiet_ && tty_) Draw();
+  }
+
+ private:
+  std::string Line(size_t i) const {
+    const registry::BlobProgress& b = blobs_[i];
+    std::string line = verb_ + " " + b.kind + " " + ShortHex(b.digest) + " ";
+    switch (b.state) {
+      case registry::BlobProgress::State::kWaiting:
+        return line + "waiting";
+      case registry::BlobProgress::State::kExists:
+        return line + "skipped: already exists";
+      case registry::BlobProgress::State::kDone:
+        return line + "done " + HumanSize(b.size);
+      case registry::BlobProgress::State::kDownloading: {
+        double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - starts_[i]).count();
+        std::string speed =
+            seconds > 0.2 ? "  " + HumanSize(static_cast<int64_t>(b.done / seconds)) + "/s" : "";
+        return line + HumanSize(b.done) + " / " + HumanSize(b.size) + speed;
+      }
+    }
+    return line;
+  }
+
+  void Draw() {
+    std::string out;
+    if (drawn_ > 0) out += "\x1b[" + std::to_string(drawn_) + "A";
+    for (size_t i = 0; i < blobs_.size(); ++i) out += "\x1b[2K" + Line(i) + "\n";
+    drawn_ = blobs_.size();
+    (void)WriteAll(STDERR_FILENO, out);
+  }
+
+  bool quiet_;
+  bool tty_;
+  std::string verb_;
+  std::vector<registry::BlobProgress> blobs_;
+  std::vector<std::chrono::steady_clock::time_point> starts_;
+  std::map<Digest, size_t> index_;
+  size_t drawn_ = 0;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+// --- pull ---------------------------------------------------------------------
+
+Result<Digest> PullImpl(const Context& context, const store::Reference& ref,
+                        const PullImageOptions& options, const RegistryFlags& flags) {
+  registry::PullOptions pull;
+  pull.platform = options.platform;
+  pull.jobs = options.jobs;
+  IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
+  IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(ref.registry(), flags, std::nullopt));
+  ProgressPrinter printer(options.quiet, "Copying");
+  pull.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
+  // Unpacked before tagging: a tagged image is ready to run.
+  pull.before_tag = [&](const registry::PulledImage& image) -> Status {
+    auto chain_id = overlay::Unpack(*store, *snapshotter, image.manifest, image.config);
+    if (!chain_id) return std::move(chain_id).error().Wrap("unpack");
+    return OkStatus();
+  };
+  IMGTOOL_ASSIGN_OR_RETURN(registry::PulledImage pulled,
+                           registry::Pull(*store, *client, ref, pull));
+  printer.Finish();
+  return pulled.manifest.config.digest;
+}
+
+struct PullOptions {
+  std::string image;
+  std::string platform;
+  bool quiet = false;
+  int jobs = 4;
+  RegistryFlags flags;
+};
+
+Result<int> RunPull(const Context& context, const PullOptions& options) {
+  IMGTOOL_ASSIGN_OR_RETURN(store::Reference ref, store::ParseReference(options.image).Wrap("pull"));
+  PullImageOptions pull;
+  if (!options.platform.empty()) {
+    IMGTOOL_ASSIGN_OR_RETURN(pull.platform,
+                             store::Platform::Parse(options.platform).Wrap("pull: --platform"));
+  }
+  pull.quiet = options.quiet;
+  pull.jobs = options.jobs;
+  IMGTOOL_ASSIGN_OR_RETURN(Digest id, PullImpl(context, ref, pull, options.flags));
+  IMGTOOL_TRY(PrintOut(id.hex() + "\n"));
+  return 0;
+}
+
+// --- push ---------------------------------------------------------------------
+
+struct PushOptions {
+  std::string image;
+  std::string destination;
+  bool quiet = false;
+  int jobs = 4;
+  std::string digestfile;
+  RegistryFlags flags;
+};
+
+Result<int> RunPush(const Context& context, const PushOptions& options) {
+  std::string what = "push " + options.image;
+  IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
+  IMGTOOL_ASSIGN_OR_RETURN(FoundImage found, FindImage(*store, options.image).Wrap(what));
+  std::optional<store::Reference> dest;
+  if (!options.destination.empty()) {
+    std::string_view text = options.destination;
+    if (text.starts_with("docker://")) text.remove_prefix(9);
+    IMGTOOL_ASSIGN_OR_RETURN(dest, store::ParseReference(text).Wrap(what));
+  } else if (found.ref) {
+    dest = found.ref;
+  } else {
+    return InvalidArgumentError(what + ": give a destination (IMAGE is an ID, not a name)");
+  }
+  registry::PushOptions push;
+  push.jobs = options.jobs;
+  if (found.ref && found.ref->registry() == dest->registry() &&
+      found.ref->repository() != dest->repository()) {
+    push.mount_from = found.ref->repository();
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(dest->registry(), options.flags, std::nullopt));
+  ProgressPrinter printer(options.quiet, "Pushing");
+  push.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
+  store::Descriptor top = CleanDescriptor(found.image.top);
+  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, registry::Push(*store, *client, top, *dest, push));
+  printer.Finish();
+  if (!options.digestfile.empty()) {
+    IMGTOOL_TRY(WriteFileAtomic(options.digestfile, digest.ToString()).Wrap("--digestfile"));
+  }
+  IMGTOOL_TRY(PrintOut(digest.ToString() + "\n"));
+  return 0;
+}
+
+// --- login / logout -------------------------------------------------------------
+
+struct LoginOptions {
+  std::string registry;
+  std::string username;
+  std::string password;
+  bool password_stdin = false;
+  RegistryFlags flags;
+};
+
+Result<std::string> ReadPassword(bool from_stdin) {
+  if (from_stdin) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string text, ReadFdToString(STDIN_FILENO, 1u << 16));
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    return text;
+  }
+  if (::isatty(STDIN_FILENO) != 1) {
+    return InvalidArgumentError("login: no password: give --password-stdin or run on a terminal");
+  }
+  (void)WriteAll(STDERR_FILENO, "Password: ");
+  termios old{};
+  bool restore = ::tcgetattr(STDIN_FILENO, &old) == 0;
+  if (restore) {
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  }
+  std::string line;
+  std::getline(std::cin, line);
+  if (restore) ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+  (void)WriteAll(STDERR_FILENO, "\n");
+  return line;
+}
+
+Result<int> RunLogin(const LoginOptions& options) {
+  std::string name = NormalizeRegistry(options.registry);
+  std::string what = "login " + name;
+  if (options.username.empty()) return InvalidArgumentError(what + ": give --username");
+  std::string password = options.password;
+  if (password.empty()) {
+    IMGTOOL_ASSIGN_OR_RETURN(password, ReadPassword(options.password_stdin));
+  }
+  if (password.empty()) return InvalidArgumentError(what + ": empty password");
+  registry::Credentials creds{options.username, password};
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(name, options.flags, creds));
+  IMGTOOL_TRY(client->CheckLogin().Wrap(what));
+  IMGTOOL_TRY(registry::SaveCredentials(name, creds, options.flags.authfile).Wrap(what));
+  IMGTOOL_TRY(PrintOut("Login Succeeded!\n"));
+  return 0;
+}
+
+struct LogoutOptions {
+  std::string registry;
+  std::string authfile;
+};
+
+Result<int> RunLogout(const LogoutOptions& options) {
+  std::string name = NormalizeRegistry(options.registry);
+  IMGTOOL_TRY(registry::RemoveCredentials(name, options.authfile).Wrap("logout " + name));
+  IMGTOOL_TRY(PrintOut("Removed login credentials for " + name + "\n"));
+  return 0;
+}
+
+}  // namespace
+
+Result<Digest> PullImage(const Context& context, const store::Reference& ref,
+                         const PullImageOptions& options) {
+  RegistryFlags flags;
+  flags.tls_verify = options.tls_verify;
+  flags.cert_dir = options.cert_dir;
+  flags.authfile = options.authfile;
+  return PullImpl(context, ref, options, flags);
+}
+
+void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry) {
+  {
+    auto options = std::make_shared<PullOptions>();
+    CLI::App* cmd = app.add_subcommand("pull", "Pull an image from a registry");
+    cmd->add_option("IMAGE", options->image, "Reference: NAME[:TAG] or NAME@DIGEST")->required();
+    cmd->add_option("--platform", options->platform,
+                    "OS/ARCH[/VARIANT] to choose from a multi-platform image (default: this host)");
+    cmd->add_flag("-q,--quiet", options->quiet, "No progress output");
+    cmd->add_option("--jobs", options->jobs, "Blobs fetched at once (default 4)")
+        ->check(CLI::Range(1, 64));
+    cmd->add_option("--creds", options->flags.creds, "USER:PASSWORD for this pull");
+    AddRegistryFlags(cmd, options->flags);
+    registry.Set(cmd, [&context, options] { return RunPull(context, *options); });
+  }
+  {
+    auto options = std::make_shared<PushOptions>();
+    CLI::App* cmd = app.add_subcommand("push", "Push an image to a registry");
+    cmd->add_option("IMAGE", options->image, "Reference, ID or digest in the store")->required();
+    cmd->add_option("DESTINATION", options->destination,
+                    "Where to push (default: the image's own name)");
+    cmd->add_flag("-q,--quiet", options->quiet, "No progress output");
+    cmd->add_option("--jobs", options->jobs, "Blobs uploaded at once (default 4)")
+        ->check(CLI::Range(1, 64));
+    cmd->add_option("--digestfile", options->digestfile, "Also write the digest to this file");
+    cmd->add_option("--creds", options->flags.creds, "USER:PASSWORD for this push");
+    AddRegistryFlags(cmd, options->flags);
+    registry.Set(cmd, [&context, options] { return RunPush(context, *options); });
+  }
+  {
+    auto options = std::make_shared<LoginOptions>();
+    CLI::App* cmd = app.add_subcommand("login", "Store credentials for a registry");
+    cmd->add_option("REGISTRY", options->registry, "host[:port]")->required();
+    cmd->add_option("-u,--username", options->username, "User name");
+    cmd->add_option("-p,--password", options->password,
+                    "Password (visible to other users; prefer --password-stdin)");
+    cmd->add_flag("--password-stdin", options->password_stdin, "Read the password from stdin");
+    AddRegistryFlags(cmd, options->flags);
+    registry.Set(cmd, [options] { return RunLogin(*options); });
+  }
+  {
+    auto options = std::make_shared<LogoutOptions>();
+    CLI::App* cmd = app.add_subcommand("logout", "Remove stored credentials for a registry");
+    cmd->add_option("REGISTRY", options->registry, "host[:port]")->required();
+    cmd->add_option("--authfile", options->authfile,
+                    "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
+    registry.Set(cmd, [options] { return RunLogout(*options); });
+  }
+}
+
+}  // namespace imgtool::cli

@@ -1,0 +1,29 @@
+// Pulling from the CLI layer, for commands that need an image the store does
+// not have yet (run, build): the same pull as `imgtool pull`, ending with the
+// layers unpacked and the tag set.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "cli/context.h"
+#include "common/error.h"
+#include "store/oci_types.h"
+#include "store/reference.h"
+
+namespace imgtool::cli {
+
+struct PullImageOptions {
+  std::optional<store::Platform> platform;  // default: the host's
+  bool quiet = false;                       // no progress on stderr
+  bool tls_verify = true;
+  std::string cert_dir;
+  std::string authfile;
+  int jobs = 4;
+};
+
+// Pulls `ref` into the store of `context`; returns the image ID (config digest).
+Result<Digest> PullImage(const Context& context, const store::Reference& ref,
+                         const PullImageOptions& options = {});
+
+}  // namespace imgtool::cli

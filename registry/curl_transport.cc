@@ -1,0 +1,331 @@
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <mutex>
+#include <vector>
+
+#include "common/file_util.h"
+#include "common/log.h"
+#include "registry/http_transport.h"
+
+namespace imgtool::registry {
+
+namespace {
+
+std::string Lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view Trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+constexpr size_t kMaxBufferedBody = 16u << 20;
+
+struct EasyDeleter {
+  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
+};
+using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
+
+struct SlistDeleter {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
+
+// What the C callbacks of one transfer share; no exception leaves them.
+struct Transfer {
+  CURL* curl = nullptr;
+  const HttpRequest* request = nullptr;
+  HttpResponse* response = nullptr;
+  ByteSink* sink = nullptr;
+  Status error;
+  bool failed = false;
+  bool headers_checked = false;
+  int64_t sent = 0;
+};
+
+size_t OnHeader(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  std::string_view line(data, size * count);
+  try {
+    if (line.starts_with("HTTP/")) {
+      // A new response (after 100 Continue or an auth round): start over.
+      t->response->headers.clear();
+      return line.size();
+    }
+    size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      t->response->headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+                                        std::string(Trim(line.substr(colon + 1))));
+    }
+  } catch (...) {
+    return 0;
+  }
+  return line.size();
+}
+
+size_t OnBody(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  size_t n = size * count;
+  try {
+    long code = 0;
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
+    if (t->sink != nullptr && code >= 200 && code < 300) {
+      if (!t->headers_checked) {
+        t->headers_checked = true;
+        t->response->status = code;
+        if (t->request->on_headers) {
+          Status ok = t->request->on_headers(*t->response);
+          if (!ok) {
+            t->error = std::move(ok);
+            t->failed = true;
+            return 0;
+          }
+        }
+      }
+      Status ok = t->sink->Write(data, n);
+      if (!ok) {
+        t->error = std::move(ok);
+        t->failed = true;
+        return 0;
+      }
+      return n;
+    }
+    if (t->response->body.size() + n > kMaxBufferedBody) {
+      t->error = InvalidArgumentError("response body larger than 16 MiB");
+      t->failed = true;
+      return 0;
+    }
+    t->response->body.append(data, n);
+  } catch (const std::exception& e) {
+    t->error = InternalError(std::string("response body: ") + e.what());
+    t->failed = true;
+    return 0;
+  }
+  return n;
+}
+
+size_t OnRead(char* buffer, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const HttpRequest& r = *t->request;
+  size_t want = size * count;
+  if (r.body_fd >= 0) {
+    int64_t left = r.body_length - t->sent;
+    if (left <= 0) return 0;
+    size_t n = std::min<int64_t>(want, left);
+    ssize_t got;
+    do {
+      got = ::pread(r.body_fd, buffer, n, r.body_offset + t->sent);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      t->error = got < 0 ? ErrnoError("read upload body") : DataLossError("upload body cut short");
+      t->failed = true;
+      return CURL_READFUNC_ABORT;
+    }
+    t->sent += got;
+    return static_cast<size_t>(got);
+  }
+  int64_t left = static_cast<int64_t>(r.body.size()) - t->sent;
+  size_t n = std::min<int64_t>(want, left);
+  std::copy_n(r.body.data() + t->sent, n, buffer);
+  t->sent += n;
+  return n;
+}
+
+// Trusted CAs: the system bundle plus every *.crt of `dir`.
+Result<std::string> LoadCaBundle(const std::string& dir) {
+  std::string bundle;
+  for (const char* system :
+       {"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"}) {
+    if (std::filesystem::exists(system)) {
+      IMGTOOL_ASSIGN_OR_RETURN(bundle, ReadFileToString(system));
+      bundle += "\n";
+      break;
+    }
+  }
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".crt") files.push_back(entry.path());
+  }
+  if (ec) return ErrnoError("--cert-dir " + dir, ec.value());
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string pem, ReadFileToString(file));
+    bundle += pem;
+    bundle += "\n";
+  }
+  return bundle;
+}
+
+class CurlTransport final : public HttpTransport {
+ public:
+  CurlTransport(TlsOptions tls, std::string ca_bundle)
+      : tls_(std::move(tls)), ca_bundle_(std::move(ca_bundle)) {}
+
+  Result<HttpResponse> Send(const HttpRequest& request, ByteSink* sink) override {
+    EasyHandle handle = Acquire();
+    if (!handle) return InternalError("curl_easy_init failed");
+    Result<HttpResponse> result = SendOn(handle.get(), request, sink);
+    Release(std::move(handle));
+    return result;
+  }
+
+ private:
+  EasyHandle Acquire() {
+    {
+      std::lock_guard lock(mu_);
+      if (!idle_.empty()) {
+        EasyHandle handle = std::move(idle_.back());
+        idle_.pop_back();
+        return handle;
+      }
+    }
+    return EasyHandle(curl_easy_init());
+  }
+  void Release(EasyHandle handle) {
+    std::lock_guard lock(mu_);
+    idle_.push_back(std::move(handle));
+  }
+
+  Result<HttpResponse> SendOn(CURL* curl, const HttpRequest& request, ByteSink* sink) {
+    // Reset keeps the handle's live connections and DNS cache.
+    curl_easy_reset(curl);
+    HttpResponse response;
+    Transfer t;
+    t.curl = curl;
+    t.request = &request;
+    t.response = &response;
+    t.sink = sink;
+
+    Slist headers;
+    auto add_header = [&](const std::string& line) {
+      curl_slist* next = curl_slist_append(headers.get(), line.c_str());
+      if (next != nullptr) {
+        (void)headers.release();
+        headers.reset(next);
+      }
+    };
+    for (const auto& [name, value] : request.headers) add_header(name + ": " + value);
+    add_header("Expect:");
+
+    curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+    // A stalled transfer (under 1 byte/s for 60 s) counts as a dropped connection.
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "imgtool");
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &OnHeader);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+    if (!tls_.verify) {
+      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (!ca_bundle_.empty()) {
+      curl_blob blob{ca_bundle_.data(), ca_bundle_.size(), CURL_BLOB_NOCOPY};
+      curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+    }
+
+    bool has_body = request.body_fd >= 0 || !request.body.empty();
+    if (request.method == "HEAD") {
+      curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    } else if (request.method == "GET") {
+      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else {
+      int64_t length =
+          request.body_fd >= 0 ? request.body_length : static_cast<int64_t>(request.body.size());
+      curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(curl, CURLOPT_READFUNCTION, &OnRead);
+      curl_easy_setopt(curl, CURLOPT_READDATA, &t);
+      curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE,
+                       static_cast<curl_off_t>(has_body ? length : 0));
+      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+
+    CURLcode code = curl_easy_perform(curl);
+    // Do not leave pointers into this frame in the pooled handle.
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+    if (t.failed) return std::move(t.error).error();
+    std::string what = request.method + " " + request.url;
+    if (code != CURLE_OK) {
+      std::string message = what + ": " + curl_easy_strerror(code);
+      switch (code) {
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CERTPROBLEM:
+          return PermissionDeniedError(message +
+                                       " (give the registry's CA with --cert-dir, or "
+                                       "--tls-verify=false for a registry you trust)");
+        case CURLE_URL_MALFORMAT:
+        case CURLE_UNSUPPORTED_PROTOCOL:
+          return InvalidArgumentError(message);
+        default:
+          return UnavailableError(message);
+      }
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+    return response;
+  }
+
+  TlsOptions tls_;
+  std::string ca_bundle_;
+  std::mutex mu_;
+  std::vector<EasyHandle> idle_;
+};
+
+}  // namespace
+
+std::string_view FindHeader(const HttpHeaders& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (key.size() == name.size() &&
+        std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return value;
+    }
+  }
+  return {};
+}
+
+void RemoveHeader(HttpHeaders& headers, std::string_view name) {
+  std::string lower = Lower(name);
+  std::erase_if(headers, [&](const auto& header) { return Lower(header.first) == lower; });
+}
+
+void SetHeader(HttpHeaders& headers, std::string_view name, std::string value) {
+  RemoveHeader(headers, name);
+  headers.emplace_back(Lower(name), std::move(value));
+}
+
+Result<std::shared_ptr<HttpTransport>> NewCurlTransport(const TlsOptions& tls) {
+  static std::once_flag once;
+  static CURLcode init = CURLE_OK;
+  std::call_once(once, [] { init = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  if (init != CURLE_OK) return InternalError("curl_global_init failed");
+  std::string bundle;
+  if (!tls.cert_dir.empty()) {
+    IMGTOOL_ASSIGN_OR_RETURN(bundle, LoadCaBundle(tls.cert_dir));
+  }
+  return std::shared_ptr<HttpTransport>(std::make_shared<CurlTransport>(tls, std::move(bundle)));
+}
+
+}  // namespace imgtool::registry
