@@ -1,0 +1,384 @@
+// imgtool against real CNCF distribution registries (the docker-registry
+// package) that the tests start on free loopback ports: one plain HTTP, one
+// TLS (a CA made here with the openssl CLI) with htpasswd Basic auth.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "common/file_util.h"
+#include "store/store.h"
+#include "tests/cli/cli_fixture.h"
+#include "tests/cli/image_builder.h"
+#include "tests/support/test_util.h"
+
+namespace imgtool::registry {
+namespace {
+
+namespace fs = std::filesystem;
+using cli::testing::Describe;
+using ::imgtool::testing::CommandResult;
+using ::imgtool::testing::RunCommand;
+using ::imgtool::testing::WriteTestFile;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+bool Listening(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// One docker-registry process, killed with the object.
+class RegistryProcess {
+ public:
+  RegistryProcess(const fs::path& dir, bool tls) : dir_(dir) {
+    fs::create_directories(dir / "data");
+    port_ = FreePort();
+    std::string config =
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        "storage:\n  filesystem:\n    rootdirectory: " +
+        (dir / "data").string() +
+        "\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port_) +
+        "\n  secret: imgtool-test\n";
+    if (tls) {
+      config += "  tls:\n    certificate: " + (dir / "server.crt").string() +
+                "\n    key: " + (dir / "server.key").string() + "\n";
+      config +=
+          "auth:\n  htpasswd:\n    realm: imgtool-test\n    path: " + (dir / "htpasswd").string() +
+          "\n";
+    }
+    WriteTestFile(dir / "config.yml", config);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl("/usr/bin/docker-registry", "docker-registry", "serve", (dir / "config.yml").c_str(),
+              nullptr);
+      ::_exit(127);
+    }
+    for (int i = 0; i < 200 && !Listening(port_); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  ~RegistryProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  int port() const { return port_; }
+  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+  bool up() const { return Listening(port_); }
+
+ private:
+  fs::path dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+bool Run(const std::vector<std::string>& argv) {
+  CommandResult r = RunCommand(argv);
+  EXPECT_EQ(r.exit_code, 0) << argv[0] << ": " << Describe(r);
+  return r.exit_code == 0;
+}
+
+// Makes ca.crt (in certs/) and server.crt/server.key for 127.0.0.1 and localhost.
+bool MakeCertificates(const fs::path& dir) {
+  fs::create_directories(dir / "certs");
+  WriteTestFile(dir / "ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  return Run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+              (dir / "ca.key").string(), "-out", (dir / "certs" / "ca.crt").string(), "-subj",
+              "/CN=imgtool-test-ca", "-days", "2"}) &&
+         Run({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+              (dir / "server.key").string(), "-out", (dir / "server.csr").string(), "-subj",
+              "/CN=localhost"}) &&
+         Run({"openssl", "x509", "-req", "-in", (dir / "server.csr").string(), "-CA",
+              (dir / "certs" / "ca.crt").string(), "-CAkey", (dir / "ca.key").string(),
+              "-CAcreateserial", "-out", (dir / "server.crt").string(), "-days", "2", "-extfile",
+              (dir / "ext.cnf").string()});
+}
+
+class DistributionTest : public cli::testing::CliTest {
+ protected:
+  void SetUp() override {
+    IMGTOOL_REQUIRE_COMMAND("docker-registry");
+    CliTest::SetUp();
+    // Credentials files of the user running the tests stay out of it.
+    ::setenv("XDG_CONFIG_HOME", (Work() / "config").c_str(), 1);
+    ::setenv("DOCKER_CONFIG", (Work() / "docker").c_str(), 1);
+    plain_ = std::make_unique<RegistryProcess>(Work() / "plain", false);
+    ASSERT_TRUE(plain_->up()) << "docker-registry did not start";
+  }
+
+  void StartTls() {
+    IMGTOOL_REQUIRE_COMMAND("openssl");
+    IMGTOOL_REQUIRE_COMMAND("htpasswd");
+    fs::path dir = Work() / "tls";
+    fs::create_directories(dir);
+    ASSERT_TRUE(MakeCertificates(dir));
+    CommandResult r = RunCommand({"htpasswd", "-Bbn", "alice", "s3cret"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    WriteTestFile(dir / "htpasswd", r.out);
+    tls_ = std::make_unique<RegistryProcess>(dir, true);
+    ASSERT_TRUE(tls_->up()) << "docker-registry (TLS) did not start";
+    cert_dir_ = (dir / "certs").string();
+  }
+
+  // Imports a small busybox rootfs as NAME into the default root.
+  void ImportImage(const std::string& name, const std::string& greeting = "hello\n") {
+    fs::path tar = RootfsTar(name.substr(name.rfind('/') + 1) + ".tar", greeting);
+    Ok({"import", tar.string(), name});
+  }
+
+  fs::path Root2() const { return Work() / "root2"; }
+
+  std::unique_ptr<RegistryProcess> plain_;
+  std::unique_ptr<RegistryProcess> tls_;
+  std::string cert_dir_;
+};
+
+TEST_F(DistributionTest, PushThenPullGivesTheSameDigests) {
+  ImportImage("local/app:1");
+  std::string ref = plain_->host() + "/test/app:1";
+  CommandResult push = Imgtool({"push", "--tls-verify=false", "local/app:1", ref});
+  ASSERT_EQ(push.exit_code, 0) << Describe(push);
+  std::string digest = push.out.substr(0, push.out.find('\n'));
+  ASSERT_TRUE(digest.starts_with("sha256:")) << push.out;
+
+  CommandResult pull = ImgtoolIn(Root2(), {"pull", "--tls-verify=false", ref});
+  ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
+  auto store = store::Store::Open(Root2());
+  ASSERT_TRUE(store);
+  auto resolved = (*store)->index().Resolve(*store::ParseReference(ref));
+  ASSERT_TRUE(resolved) << resolved.error().ToString();
+  EXPECT_EQ(resolved->digest.ToString(), digest);
+  CommandResult fsck = ImgtoolIn(Root2(), {"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+  // The image is complete: its flattened rootfs has the file.
+  CommandResult exported = ImgtoolIn(Root2(), {"export", ref, "-o", (Work() / "out.tar").string()});
+  ASSERT_EQ(exported.exit_code, 0) << Describe(exported);
+  CommandResult listing = RunCommand({"tar", "-tf", (Work() / "out.tar").string()});
+  EXPECT_NE(listing.out.find("etc/greeting"), std::string::npos);
+
+  // A second pull fetches nothing and prints the same ID.
+  CommandResult again = ImgtoolIn(Root2(), {"pull", "--tls-verify=false", ref});
+  ASSERT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_EQ(again.out, pull.out);
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+  // A quiet pull prints only the ID.
+  CommandResult quiet = ImgtoolIn(Root2(), {"pull", "-q", "--tls-verify=false", ref});
+  EXPECT_EQ(quiet.err, "");
+  EXPECT_EQ(quiet.out, pull.out);
+  // Pushing again: the registry has every blob.
+  CommandResult repush = Imgtool({"push", "--tls-verify=false", "local/app:1", ref});
+  ASSERT_EQ(repush.exit_code, 0) << Describe(repush);
+  EXPECT_EQ(repush.out, push.out);
+}
+
+TEST_F(DistributionTest, UnknownTagIsOneErrorLine) {
+  CommandResult pull = Imgtool({"pull", "--tls-verify=false", plain_->host() + "/no/such:tag"});
+  ExpectError(pull, "MANIFEST_UNKNOWN");
+  CommandResult tls = Imgtool({"pull", plain_->host() + "/no/such:tag"});
+  EXPECT_EQ(tls.exit_code, 125) << Describe(tls);
+}
+
+TEST_F(DistributionTest, SkopeoInteropBothWays) {
+  IMGTOOL_REQUIRE_COMMAND("skopeo");
+  ImportImage("local/sk:1", "from imgtool\n");
+  // imgtool pushes, skopeo inspects the same digest.
+  std::string ref = plain_->host() + "/interop/a:1";
+  CommandResult push = Imgtool({"push", "--tls-verify=false", "local/sk:1", ref});
+  ASSERT_EQ(push.exit_code, 0) << Describe(push);
+  CommandResult inspect =
+      RunCommand({"skopeo", "inspect", "--tls-verify=false", "docker://" + ref});
+  ASSERT_EQ(inspect.exit_code, 0) << Describe(inspect);
+  auto json = nlohmann::json::parse(inspect.out, nullptr, false);
+  EXPECT_EQ(json.value("Digest", ""), push.out.substr(0, push.out.find('\n')));
+  // skopeo pushes (from the store, an OCI layout) to another name; imgtool pulls it.
+  std::string ref2 = plain_->host() + "/interop/b:2";
+  CommandResult copy =
+      RunCommand({"skopeo", "copy", "--dest-tls-verify=false",
+                  "oci:" + Root().string() + ":docker.io/local/sk:1", "docker://" + ref2});
+  ASSERT_EQ(copy.exit_code, 0) << Describe(copy);
+  CommandResult pull = ImgtoolIn(Root2(), {"pull", "--tls-verify=false", ref2});
+  ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
+  CommandResult exported = ImgtoolIn(Root2(), {"export", ref2, "-o", (Work() / "b.tar").string()});
+  ASSERT_EQ(exported.exit_code, 0) << Describe(exported);
+  fs::create_directories(Work() / "b");
+  CommandResult untar =
+      RunCommand({"tar", "-xf", (Work() / "b.tar").string(), "-C", (Work() / "b").string()});
+  ASSERT_EQ(untar.exit_code, 0) << Describe(untar);
+  EXPECT_EQ(::imgtool::testing::ReadTestFile(Work() / "b" / "etc" / "greeting"), "from imgtool\n");
+}
+
+TEST_F(DistributionTest, LoginLogoutAndTlsWithAPrivateCa) {
+  StartTls();
+  ImportImage("local/sec:1");
+  std::string host = tls_->host();
+  std::string ref = host + "/secure/app:1";
+  // Without the CA: refused.
+  CommandResult no_ca = Imgtool({"login", host, "-u", "alice", "--password-stdin"}, "s3cret\n");
+  ExpectError(no_ca, "--cert-dir");
+  // Wrong password.
+  CommandResult wrong = Imgtool(
+      {"login", host, "-u", "alice", "--password-stdin", "--cert-dir", cert_dir_}, "nope\n");
+  ExpectError(wrong, "wrong username or password");
+  EXPECT_EQ(wrong.err.find("nope"), std::string::npos);
+  // Not logged in: push is unauthorized.
+  CommandResult anon = Imgtool({"push", "--cert-dir", cert_dir_, "local/sec:1", ref});
+  ExpectError(anon, "unauthorized");
+  // Login stores the credentials (0600), then push and pull work.
+  CommandResult login = Imgtool(
+      {"login", host, "-u", "alice", "--password-stdin", "--cert-dir", cert_dir_}, "s3cret\n");
+  ASSERT_EQ(login.exit_code, 0) << Describe(login);
+  fs::path auth = Work() / "config" / "imgtool" / "auth.json";
+  ASSERT_TRUE(fs::exists(auth));
+  EXPECT_EQ(fs::status(auth).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  CommandResult push = Imgtool({"push", "--cert-dir", cert_dir_, "local/sec:1", ref});
+  ASSERT_EQ(push.exit_code, 0) << Describe(push);
+  EXPECT_EQ(push.err.find("s3cret"), std::string::npos);
+  CommandResult pull = ImgtoolIn(Root2(), {"pull", "--cert-dir", cert_dir_, ref});
+  ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
+  // --tls-verify=false also works without the CA.
+  CommandResult insecure = ImgtoolIn(Root2(), {"pull", "-q", "--tls-verify=false", ref});
+  EXPECT_EQ(insecure.exit_code, 0) << Describe(insecure);
+  // Logout forgets them.
+  CommandResult logout = Imgtool({"logout", host});
+  ASSERT_EQ(logout.exit_code, 0) << Describe(logout);
+  CommandResult after = ImgtoolIn(Root2(), {"pull", "--cert-dir", cert_dir_, ref});
+  ExpectError(after, "unauthorized");
+  ExpectError(Imgtool({"logout", host}), "not logged in");
+}
+
+// Two platforms of one image, as an index pushed by imgtool; pull picks one.
+TEST_F(DistributionTest, PullSelectsThePlatformOfAMultiArchIndex) {
+  auto opened = store::Store::Open(Root());
+  ASSERT_TRUE(opened);
+  store::Store& store = **opened;
+  store::Index index;
+  index.media_type = std::string(store::media_type::kOciIndex);
+  std::map<std::string, std::string> configs;
+  for (std::string arch : {"amd64", "arm64"}) {
+    std::string layer = cli::testing::MakeTar({cli::testing::TarEntry("arch", arch + "\n")});
+    Digest layer_digest;
+    ASSERT_TRUE(store.content().WriteBlob(layer, &layer_digest));
+    store::ImageConfig config;
+    config.os = "linux";
+    config.architecture = arch;
+    if (arch == "arm64") config.variant = "v8";
+    config.rootfs.diff_ids = {layer_digest};
+    auto config_desc =
+        store.WriteJsonBlob(store::media_type::kOciConfig, store::SerializeImageConfig(config));
+    ASSERT_TRUE(config_desc);
+    configs[arch] = config_desc->digest.hex();
+    store::Manifest manifest;
+    manifest.media_type = std::string(store::media_type::kOciManifest);
+    manifest.config = *config_desc;
+    store::Descriptor layer_desc;
+    layer_desc.media_type = std::string(store::media_type::kOciLayerTar);
+    layer_desc.digest = layer_digest;
+    layer_desc.size = static_cast<int64_t>(layer.size());
+    manifest.layers = {layer_desc};
+    auto manifest_desc =
+        store.WriteJsonBlob(store::media_type::kOciManifest, store::SerializeManifest(manifest));
+    ASSERT_TRUE(manifest_desc);
+    manifest_desc->platform = config.platform();
+    index.manifests.push_back(*manifest_desc);
+  }
+  auto index_desc = store.WriteJsonBlob(store::media_type::kOciIndex, store::SerializeIndex(index));
+  ASSERT_TRUE(index_desc);
+  ASSERT_TRUE(store.index().Set(*store::ParseReference("local/multi:1"), *index_desc));
+
+  std::string ref = plain_->host() + "/multi/img:1";
+  CommandResult push = Imgtool({"push", "--tls-verify=false", "local/multi:1", ref});
+  ASSERT_EQ(push.exit_code, 0) << Describe(push);
+  EXPECT_EQ(push.out, index_desc->digest.ToString() + "\n");
+
+  CommandResult arm =
+      ImgtoolIn(Root2(), {"pull", "-q", "--tls-verify=false", "--platform", "linux/arm64", ref});
+  ASSERT_EQ(arm.exit_code, 0) << Describe(arm);
+  EXPECT_EQ(arm.out, configs["arm64"] + "\n");
+  CommandResult amd = ImgtoolIn(
+      Work() / "root3", {"pull", "-q", "--tls-verify=false", "--platform", "linux/amd64", ref});
+  ASSERT_EQ(amd.exit_code, 0) << Describe(amd);
+  EXPECT_EQ(amd.out, configs["amd64"] + "\n");
+  CommandResult none =
+      ImgtoolIn(Root2(), {"pull", "--tls-verify=false", "--platform", "linux/riscv64", ref});
+  ExpectError(none, "no image for platform linux/riscv64");
+}
+
+// kill -9 in the middle of a pull leaves a store that fsck finds clean, and
+// the next pull completes it.
+TEST_F(DistributionTest, KilledPullLeavesACleanStore) {
+  // A layer big enough to be mid-download when the pull is killed.
+  fs::path dir = Work() / "big.d";
+  fs::create_directories(dir);
+  std::string data(48u << 20, '\0');
+  uint64_t x = 88172645463325252ull;
+  for (size_t i = 0; i < data.size(); i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(&data[i], &x, 8);
+  }
+  WriteTestFile(dir / "random", data);
+  CommandResult tar =
+      RunCommand({"tar", "-C", dir.string(), "-cf", (Work() / "big.tar").string(), "."});
+  ASSERT_EQ(tar.exit_code, 0);
+  Ok({"import", (Work() / "big.tar").string(), "local/big:1"});
+  std::string ref = plain_->host() + "/big/img:1";
+  ASSERT_EQ(Imgtool({"push", "-q", "--tls-verify=false", "local/big:1", ref}).exit_code, 0);
+
+  for (int delay_ms : {30, 120, 400}) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      std::string bin = ::imgtool::testing::ImgtoolBinary();
+      ::execl(bin.c_str(), bin.c_str(), "--root", Root2().c_str(), "pull", "--tls-verify=false",
+              ref.c_str(), nullptr);
+      ::_exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    CommandResult fsck = ImgtoolIn(Root2(), {"fsck"});
+    EXPECT_EQ(fsck.exit_code, 0) << "after " << delay_ms << " ms: " << Describe(fsck);
+  }
+  CommandResult pull = ImgtoolIn(Root2(), {"pull", "-q", "--tls-verify=false", ref});
+  ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
+  EXPECT_EQ(ImgtoolIn(Root2(), {"fsck"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace imgtool::registry
