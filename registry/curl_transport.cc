@@ -274,6 +274,10 @@ class CurlTransport final : public HttpTransport {
           return PermissionDeniedError(message +
                                        " (give the registry's CA with --cert-dir, or "
                                        "--tls-verify=false for a registry you trust)");
+        case CURLE_SSL_CONNECT_ERROR:
+          // Usually a plain-HTTP server: retrying the handshake will not help.
+          return FailedPreconditionError(message +
+                                         " (a plain-HTTP registry needs --tls-verify=false)");
         case CURLE_URL_MALFORMAT:
         case CURLE_UNSUPPORTED_PROTOCOL:
           return InvalidArgumentError(message);
