@@ -54,6 +54,7 @@ int Main(int argc, char** argv) {
   CommandRegistry registry;
   RegisterImageCommands(app, context, registry);
   RegisterArchiveCommands(app, context, registry);
+  RegisterBuildCommands(app, context, registry);
   RegisterMaintenanceCommands(app, context, registry);
   RegisterRegistryCommands(app, context, registry);
 

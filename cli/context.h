@@ -65,6 +65,8 @@ class CommandRegistry {
 // One per group of subcommands (images_cmd.cc, archive_cmd.cc, maintenance_cmd.cc).
 void RegisterImageCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 void RegisterArchiveCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+// build_cmd.cc: build.
+void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 void RegisterMaintenanceCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 // registry_cmd.cc: pull, push, login, logout.
 void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
