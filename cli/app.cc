@@ -57,6 +57,8 @@ int Main(int argc, char** argv) {
   RegisterBuildCommands(app, context, registry);
   RegisterMaintenanceCommands(app, context, registry);
   RegisterRegistryCommands(app, context, registry);
+  RegisterRunCommand(app, context, registry);
+  RegisterContainerCommands(app, context, registry);
 
   // CLI11 would report a mistyped command as "A subcommand is required";
   // name it instead. Values of the global options are skipped.

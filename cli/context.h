@@ -41,6 +41,8 @@ struct Context {
   // Scratch space for export and similar work that needs room on the store's
   // filesystem rather than in /tmp.
   std::filesystem::path ScratchRoot() const { return StateDir() / "tmp"; }
+  // One directory per container (cli/containers.h).
+  std::filesystem::path ContainersRoot() const { return StateDir() / "containers"; }
 
   Result<std::unique_ptr<store::Store>> OpenStore() const;
   Result<std::unique_ptr<overlay::OverlaySnapshotter>> OpenSnapshotter() const;
@@ -70,5 +72,8 @@ void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistr
 void RegisterMaintenanceCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 // registry_cmd.cc: pull, push, login, logout.
 void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
+// run_cmd.cc; container_cmds.cc (ps, logs, stop, kill, rm, wait, exec).
+void RegisterRunCommand(CLI::App& app, const Context& context, CommandRegistry& registry);
+void RegisterContainerCommands(CLI::App& app, const Context& context, CommandRegistry& registry);
 
 }  // namespace imgtool::cli

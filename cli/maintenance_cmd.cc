@@ -6,16 +6,20 @@
 #include <zstd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
+#include "cli/containers.h"
 #include "cli/context.h"
 #include "cli/git_commit.h"
 #include "cli/output.h"
 #include "common/log.h"
 #include "overlay/unpacker.h"
+#include "runner/cgroup_manager.h"
+#include "runner/network.h"
 
 #ifndef IMGTOOL_VERSION
 #define IMGTOOL_VERSION "unknown"
@@ -81,8 +85,11 @@ struct SnapshotGcReport {
   int64_t kept = 0;
 };
 
+// `containers`: ids of the containers that have a record; a container's
+// snapshot without one was left by a run that died while removing it.
 Result<SnapshotGcReport> CollectSnapshots(const store::Store& store,
-                                          overlay::Snapshotter& snapshotter) {
+                                          overlay::Snapshotter& snapshotter,
+                                          const std::set<std::string>& containers) {
   IMGTOOL_ASSIGN_OR_RETURN(std::set<std::string> used, ChainIdsInUse(store));
   IMGTOOL_ASSIGN_OR_RETURN(std::vector<overlay::SnapshotInfo> infos, snapshotter.List());
   SnapshotGcReport report;
@@ -108,9 +115,14 @@ Result<SnapshotGcReport> CollectSnapshots(const store::Store& store,
     return true;
   };
 
-  // Leftovers of unpacks whose process died.
+  // Leftovers of unpacks whose process died, and writable layers of
+  // containers that are gone.
   for (const overlay::SnapshotInfo& info : infos) {
     if (info.kind != overlay::Kind::kActive) continue;
+    if (std::string id = ContainerIdOfSnapshot(info.name); !id.empty()) {
+      if (!containers.contains(id)) IMGTOOL_TRY(remove(info));
+      continue;
+    }
     pid_t owner = UnpackOwner(info.name);
     if (owner <= 0 || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
     IMGTOOL_TRY(remove(info));
@@ -147,6 +159,47 @@ Result<SnapshotGcReport> CollectSnapshots(const store::Store& store,
   return report;
 }
 
+// Containers run with --rm whose imgtool died (their end recorded, or the
+// process gone) are removed, with what the kernel still holds for them
+// (cgroups, IPAM entries, port rules). Returns the ids of the containers
+// that stay: their snapshots, and the image layers under them, are kept.
+Result<std::set<std::string>> CollectContainers(const Context& context,
+                                                overlay::Snapshotter& snapshotter) {
+  ContainerStore containers(context.ContainersRoot());
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<ContainerView> views, containers.List());
+  std::set<std::string> kept;
+  std::set<std::string> ended;
+  for (const ContainerView& view : views) {
+    if (view.state && view.state->status == runner::ContainerStatus::kExited) {
+      ended.insert(view.record.id);
+      if (view.record.auto_remove) {
+        IMGTOOL_TRY(containers.Remove(view.record, snapshotter).Wrap("gc"));
+        continue;
+      }
+    }
+    kept.insert(view.record.id);
+  }
+  // Only ids of this store's ended containers are judged: cgroups and
+  // network entries of other stores and of build steps are not ours.
+  auto live = [&](std::string_view id) { return !ended.contains(std::string(id)); };
+  if (!ended.empty()) {
+    if (auto layout = runner::DetectCgroupLayout(); layout) {
+      auto cleaned = runner::CleanupStaleCgroups(*layout, live);
+      if (!cleaned) LogWarning("gc: ", cleaned.error().ToString());
+    }
+    const char* network_dir = ::getenv("IMGTOOL_NETWORK_STATE_DIR");
+    std::filesystem::path dir = network_dir && *network_dir
+                                    ? std::filesystem::path(network_dir)
+                                    : std::filesystem::path(runner::kDefaultNetworkStateDir);
+    std::error_code ec;
+    if (std::filesystem::exists(dir, ec)) {
+      Status cleaned = runner::CleanupStaleNetworks(dir, live);
+      if (!cleaned) LogWarning("gc: ", cleaned.error().ToString());
+    }
+  }
+  return kept;
+}
+
 Result<int> RunGc(const Context& context) {
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
@@ -155,7 +208,9 @@ Result<int> RunGc(const Context& context) {
     // No load or build may be between unpacking and tagging while we decide
     // which snapshots are unused.
     IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, store->AcquireGcLock());
-    IMGTOOL_ASSIGN_OR_RETURN(snapshots, CollectSnapshots(*store, *snapshotter));
+    IMGTOOL_ASSIGN_OR_RETURN(std::set<std::string> containers,
+                             CollectContainers(context, *snapshotter));
+    IMGTOOL_ASSIGN_OR_RETURN(snapshots, CollectSnapshots(*store, *snapshotter, containers));
   }
   IMGTOOL_ASSIGN_OR_RETURN(store::GcReport blobs, store->CollectGarbage());
   IMGTOOL_TRY(PrintOut(StrCat("Removed ", blobs.blobs_removed, " blobs (",

@@ -1,0 +1,562 @@
+// `imgtool run` and the container commands, through the real binary, on a
+// small image the test builds (busybox-static, the runner's probe, a few
+// accounts) and imports. Bridge tests use a bridge, subnet and IPAM dir of
+// this test process (IMGTOOL_BRIDGE, IMGTOOL_BRIDGE_SUBNET,
+// IMGTOOL_NETWORK_STATE_DIR), removed at the end.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/digest.h"
+#include "common/file_util.h"
+#include "runner/network.h"
+#include "tests/cli/cli_fixture.h"
+#include "tests/runner/runner_test_util.h"
+
+namespace imgtool::cli::testing {
+namespace {
+
+using ::imgtool::testing::RunCommand;
+using ::imgtool::testing::WriteTestFile;
+using Json = nlohmann::json;
+
+class RunTest : public CliTest {
+ protected:
+  void SetUp() override {
+    IMGTOOL_REQUIRE_ROOT();
+    IMGTOOL_REQUIRE_COMMAND("tar");
+    CliTest::SetUp();
+    int tag = static_cast<int>(::getpid() % 250) + 1;
+    bridge_ = "imgtcli" + std::to_string(::getpid() % 100000);
+    subnet_ = "10.214." + std::to_string(tag) + ".0/24";
+    gateway_ = "10.214." + std::to_string(tag) + ".1";
+    network_dir_ = Work() / "network";
+    fs::path rootfs = Work() / "rootfs";
+    ::imgtool::runner::testing::BuildTestRootfs(rootfs);
+    fs::path tar = Work() / "rootfs.tar";
+    CommandResult r = RunCommand({"tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner",
+                                  "-C", rootfs.string(), "-cf", tar.string(), "."});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    Ok({"import", tar.string(), "test:latest"});
+  }
+
+  void TearDown() override {
+    if (::geteuid() != 0 || work_ == nullptr) return;
+    // Whatever a failed test left running goes, so that it holds no cgroup.
+    CommandResult ids = Run({"ps", "-aq"});
+    std::vector<std::string> args = {"rm", "-f"};
+    std::istringstream lines(ids.out);
+    for (std::string id; std::getline(lines, id);) args.push_back(id);
+    if (args.size() > 2) Run(args);
+    if (used_bridge_) {
+      Status removed = runner::RemoveBridgeNetwork(bridge_, subnet_, network_dir_);
+      EXPECT_TRUE(removed.has_value()) << removed.error().ToString();
+    }
+  }
+
+  // imgtool with this test's root and network settings.
+  CommandResult Run(const std::vector<std::string>& args, std::string_view input = "") {
+    std::vector<std::string> argv = {::imgtool::testing::ImgtoolBinary(), "--root",
+                                     Root().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (!args.empty() && args[0] == "run" &&
+        std::find(args.begin(), args.end(), "none") == args.end()) {
+      used_bridge_ = true;
+    }
+    return RunCommand(argv, input,
+                      {"IMGTOOL_BRIDGE=" + bridge_, "IMGTOOL_BRIDGE_SUBNET=" + subnet_,
+                       "IMGTOOL_NETWORK_STATE_DIR=" + network_dir_.string()});
+  }
+
+  // `run --rm --net none IMAGE ARGS...`, which must exit 0; returns stdout.
+  std::string Probe(const std::vector<std::string>& args,
+                    const std::vector<std::string>& flags = {},
+                    const std::string& image = "test:latest") {
+    std::vector<std::string> argv = {"run", "--rm", "--net", "none"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.push_back(image);
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult r = Run(argv);
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return r.out;
+  }
+
+  fs::path ContainersDir() const { return fs::path(Root().string() + "-state") / "containers"; }
+
+  // Ids of the container dirs that exist.
+  std::vector<std::string> ContainerDirs() const {
+    std::vector<std::string> ids;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(ContainersDir(), ec)) {
+      std::string name = entry.path().filename().string();
+      if (!name.starts_with(".")) ids.push_back(name);
+    }
+    return ids;
+  }
+
+  // Snapshot names from the snapshotter's metadata.
+  std::vector<std::string> SnapshotNames() const {
+    std::vector<std::string> names;
+    fs::path metadata = fs::path(Root().string() + "-state") / "snapshots" / "metadata.json";
+    if (!fs::exists(metadata)) return names;
+    Json json = Json::parse(::imgtool::testing::ReadTestFile(metadata), nullptr, false);
+    if (!json.is_object() || !json.contains("snapshots")) return names;
+    for (auto it = json["snapshots"].begin(); it != json["snapshots"].end(); ++it) {
+      names.push_back(it.key());
+    }
+    return names;
+  }
+
+  static int CountContainerSnapshots(const std::vector<std::string>& names) {
+    return static_cast<int>(std::count_if(names.begin(), names.end(), [](const std::string& n) {
+      return n.starts_with("container-");
+    }));
+  }
+
+  // The loaded image with its config's `config` object changed by `edit`,
+  // stored as `name` (save as an OCI dir, edit config and manifest, load).
+  void DeriveImage(const std::string& name, const std::function<void(Json&)>& edit) {
+    fs::path dir = Work() / ("derive-" + std::to_string(derived_++));
+    Ok({"save", "test:latest", "--format", "oci-dir", "-o", dir.string()});
+    Json index = Json::parse(::imgtool::testing::ReadTestFile(dir / "index.json"));
+    auto blob = [&](const std::string& digest) {
+      return dir / "blobs" / "sha256" / digest.substr(7);
+    };
+    std::string manifest_digest = index["manifests"][0]["digest"];
+    Json manifest = Json::parse(::imgtool::testing::ReadTestFile(blob(manifest_digest)));
+    Json config = Json::parse(::imgtool::testing::ReadTestFile(blob(manifest["config"]["digest"])));
+    edit(config["config"]);
+    std::string config_text = config.dump();
+    std::string config_digest = Digest::Sha256Of(config_text).ToString();
+    WriteTestFile(blob(config_digest), config_text);
+    manifest["config"]["digest"] = config_digest;
+    manifest["config"]["size"] = config_text.size();
+    std::string manifest_text = manifest.dump();
+    std::string new_manifest_digest = Digest::Sha256Of(manifest_text).ToString();
+    WriteTestFile(blob(new_manifest_digest), manifest_text);
+    index["manifests"][0]["digest"] = new_manifest_digest;
+    index["manifests"][0]["size"] = manifest_text.size();
+    index["manifests"][0]["annotations"] = {{"org.opencontainers.image.ref.name", name}};
+    WriteTestFile(dir / "index.json", index.dump());
+    Ok({"load", "-i", dir.string()});
+  }
+
+  std::string bridge_;
+  std::string subnet_;
+  std::string gateway_;
+  fs::path network_dir_;
+  bool used_bridge_ = false;
+  int derived_ = 0;
+};
+
+// ---- namespaces ----
+
+TEST_F(RunTest, ProcessRunsAsPid1AndSeesOnlyItsOwnProcesses) {
+  EXPECT_EQ(Probe({"probe", "pid", "+", "pids"}), "pid=1\npids=1\n");
+  // busybox ps reads /proc: itself as PID 1 (sh -c execs it), nothing of the host.
+  std::string ps = Probe({"ps"});
+  ASSERT_EQ(std::count(ps.begin(), ps.end(), '\n'), 2) << ps;
+  std::string line = ps.substr(ps.find('\n') + 1);
+  EXPECT_TRUE(line.find(" 1 ") != std::string::npos && line.find("ps") != std::string::npos) << ps;
+}
+
+TEST_F(RunTest, HostnameIsTheContainersOwn) {
+  char host_before[256] = {};
+  ::gethostname(host_before, sizeof(host_before) - 1);
+  EXPECT_EQ(Probe({"probe", "hostname"}, {"--hostname", "box"}), "hostname=box\n");
+  EXPECT_EQ(Probe({"probe", "sethostname", "changed", "+", "hostname"}, {"--cap-add", "SYS_ADMIN"}),
+            "sethostname=ok\nhostname=changed\n");
+  char host_after[256] = {};
+  ::gethostname(host_after, sizeof(host_after) - 1);
+  EXPECT_STREQ(host_before, host_after);
+  // The default hostname is the id's first 12 digits.
+  std::string name = Probe({"probe", "hostname"});
+  EXPECT_EQ(name.size(), std::string("hostname=\n").size() + 12) << name;
+}
+
+TEST_F(RunTest, NetNoneHasOnlyLoopback) {
+  EXPECT_EQ(Probe({"probe", "ls", "/sys/class/net"}), "ls=lo\n");
+}
+
+TEST_F(RunTest, BridgeGivesEth0AndReachesTheHost) {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(listener.valid());
+  struct sockaddr_in address {};
+  address.sin_family = AF_INET;
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  socklen_t length = sizeof(address);
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &length);
+  std::string port = std::to_string(ntohs(address.sin_port));
+  CommandResult r =
+      Run({"run", "--rm", "--hostname", "bridged", "test:latest", "probe", "ls", "/sys/class/net",
+           "+", "connect", gateway_, port, "+", "read", "/etc/hosts"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out.rfind("ls=eth0,lo\nconnect=ok\n", 0), 0u) << r.out;
+  std::string prefix = gateway_.substr(0, gateway_.rfind('.') + 1);
+  EXPECT_NE(r.out.find(prefix), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\tbridged\n"), std::string::npos) << r.out;
+}
+
+TEST_F(RunTest, PublishedPortAnswersOnLoopback) {
+  // A free host port: bind, read it, close.
+  int port = 0;
+  {
+    UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    struct sockaddr_in address {};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    socklen_t length = sizeof(address);
+    ::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&address), &length);
+    port = ntohs(address.sin_port);
+  }
+  CommandResult started =
+      Run({"run", "-d", "--name", "web", "-p", "127.0.0.1:" + std::to_string(port) + ":8080",
+           "test:latest", "sh", "-c", "echo served | nc -l -p 8080"});
+  ASSERT_EQ(started.exit_code, 0) << Describe(started);
+  std::string answer;
+  for (int attempt = 0; attempt < 100 && answer.empty(); ++attempt) {
+    UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    struct sockaddr_in address {};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+      struct pollfd p = {sock.get(), POLLIN, 0};
+      if (::poll(&p, 1, 2000) == 1) {
+        char buffer[64];
+        ssize_t n = ::read(sock.get(), buffer, sizeof(buffer));
+        if (n > 0) answer.assign(buffer, static_cast<size_t>(n));
+      }
+    }
+    if (answer.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(answer, "served\n");
+  CommandResult removed = Run({"rm", "-f", "web"});
+  EXPECT_EQ(removed.exit_code, 0) << Describe(removed);
+}
+
+// ---- security ----
+
+TEST_F(RunTest, MaskedAndReadOnlyPaths) {
+  // What the host lacks, the container lacks too.
+  auto host_has = [](const char* path) { return ::access(path, F_OK) == 0; };
+  std::string expected = host_has("/proc/kcore") ? "" : "read=ENOENT\n";  // masked: reads empty
+  expected += "ls=\n";
+  expected += host_has("/proc/sysrq-trigger") ? "write=EROFS\n" : "write=ENOENT\n";
+  expected += "write=EROFS\nmount=EPERM\n";
+  EXPECT_EQ(Probe({"probe", "read", "/proc/kcore", "+", "ls", "/sys/firmware", "+", "write",
+                   "/proc/sysrq-trigger", "h", "+", "write", "/proc/sys/kernel/hostname", "x", "+",
+                   "mount-tmpfs", "/tmp"}),
+            expected);
+}
+
+TEST_F(RunTest, PrivilegedMayMount) {
+  EXPECT_EQ(Probe({"probe", "mount-tmpfs", "/tmp"}, {"--privileged"}), "mount=ok\n");
+}
+
+TEST_F(RunTest, SeccompBlocksKeyctlUnlessUnconfined) {
+  EXPECT_EQ(Probe({"probe", "keyctl"}), "keyctl=EPERM\n");
+  EXPECT_NE(Probe({"probe", "keyctl"}, {"--security-opt", "seccomp=unconfined"}), "keyctl=EPERM\n");
+}
+
+TEST_F(RunTest, ReadOnlyRootfs) {
+  EXPECT_EQ(Probe({"probe", "write", "/data/new", "x", "+", "write", "/tmp/x", "y"},
+                  {"--read-only", "--tmpfs", "/tmp"}),
+            "write=EROFS\nwrite=ok\n");
+}
+
+// ---- limits ----
+
+TEST_F(RunTest, MemoryLimitEndsWithOomAnd137) {
+  CommandResult r = Run({"run", "--rm", "--net", "none", "-m", "32m", "--memory-swap", "32m",
+                         "test:latest", "probe", "alloc", "256"});
+  EXPECT_EQ(r.exit_code, 137) << Describe(r);
+  EXPECT_NE(r.err.find("OOM"), std::string::npos) << Describe(r);
+}
+
+TEST_F(RunTest, PidsLimitStopsAForkLoop) {
+  CommandResult r =
+      Run({"run", "--rm", "--net", "none", "--pids-limit", "10", "test:latest", "sh", "-c",
+           "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do "
+           "sleep 1 & done; wait; echo all-forked"});
+  // The forks past the limit failed inside (busybox sh gives up the script) ...
+  EXPECT_NE(r.err.find("can't fork"), std::string::npos) << Describe(r);
+  EXPECT_EQ(r.out.find("all-forked"), std::string::npos) << Describe(r);
+  // ... and the host is fine: this process can still fork, a container still runs.
+  EXPECT_EQ(RunCommand({"true"}).exit_code, 0);
+  EXPECT_EQ(Probe({"probe", "pid"}, {"--pids-limit", "10"}), "pid=1\n");
+}
+
+// ---- exit codes ----
+
+TEST_F(RunTest, ExitCodes) {
+  auto code = [&](const std::vector<std::string>& args,
+                  const std::vector<std::string>& flags = {}) {
+    std::vector<std::string> argv = {"run", "--rm", "--net", "none"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.push_back("test:latest");
+    argv.insert(argv.end(), args.begin(), args.end());
+    return Run(argv);
+  };
+  EXPECT_EQ(code({"true"}).exit_code, 0);
+  EXPECT_EQ(code({"probe", "exit", "3"}).exit_code, 3);
+  EXPECT_EQ(code({"probe", "segv"}).exit_code, 128 + SIGSEGV);
+  // Under --init the command is PID 2, so a signal it sends itself counts.
+  EXPECT_EQ(code({"probe", "kill-self", "15"}, {"--init"}).exit_code, 128 + SIGTERM);
+  CommandResult not_executable = code({"/bin/not-executable"});
+  EXPECT_EQ(not_executable.exit_code, 126) << Describe(not_executable);
+  EXPECT_FALSE(not_executable.err.empty());
+  CommandResult not_found = code({"no-such-command"});
+  EXPECT_EQ(not_found.exit_code, 127) << Describe(not_found);
+  EXPECT_NE(not_found.err.find("no-such-command"), std::string::npos) << Describe(not_found);
+  ExpectError(Run({"run", "--rm", "nope:latest", "true"}),
+              "image \"nope:latest\" not found in the store (try imgtool pull)");
+  ExpectError(Run({"run", "--rm", "--net", "none", "-v", "relative:/x", "test:latest", "true"}),
+              "must be absolute");
+  ExpectError(Run({"run", "--rm", "--bogus", "test:latest", "true"}), "--bogus");
+  // Nothing stayed behind of any of them.
+  EXPECT_TRUE(ContainerDirs().empty());
+}
+
+// ---- stdio ----
+
+TEST_F(RunTest, StdinIsPipedWithDashI) {
+  CommandResult r =
+      Run({"run", "--rm", "-i", "--net", "none", "test:latest", "probe", "cat"}, "piped through\n");
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "piped through\n");
+  // Without -i the command reads /dev/null.
+  r = Run({"run", "--rm", "--net", "none", "test:latest", "probe", "cat"}, "not passed\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(RunTest, PtySessionWithDashT) {
+  IMGTOOL_REQUIRE_COMMAND("script");
+  std::string command = ::imgtool::testing::ImgtoolBinary() + " --root " + Root().string() +
+                        " run --rm -it --net none test:latest probe tty";
+  CommandResult r = RunCommand({"script", "-qec", command, "/dev/null"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_NE(r.out.find("isatty=1 ttyname=/dev/pts/0"), std::string::npos) << Describe(r);
+  // Input typed at the terminal reaches the container's shell.
+  CommandResult shell = RunCommand({"script", "-qec",
+                                    ::imgtool::testing::ImgtoolBinary() + " --root " +
+                                        Root().string() + " run --rm -it --net none test:latest sh",
+                                    "/dev/null"},
+                                   "echo from-the-pty-$((6*7))\nexit 5\n");
+  EXPECT_NE(shell.out.find("from-the-pty-42"), std::string::npos) << Describe(shell);
+}
+
+// ---- filesystem ----
+
+TEST_F(RunTest, VolumesReadWriteAndReadOnly) {
+  fs::path host = Work() / "shared";
+  fs::create_directories(host);
+  WriteTestFile(host / "in", "from the host\n");
+  EXPECT_EQ(Probe({"probe", "read", "/mnt/in", "+", "write", "/mnt/out", "back"},
+                  {"-v", host.string() + ":/mnt"}),
+            "from the host\nwrite=ok\n");
+  EXPECT_EQ(::imgtool::testing::ReadTestFile(host / "out"), "back");
+  EXPECT_EQ(Probe({"probe", "write", "/mnt/again", "x"}, {"-v", host.string() + ":/mnt:ro"}),
+            "write=EROFS\n");
+  EXPECT_FALSE(fs::exists(host / "again"));
+}
+
+TEST_F(RunTest, ContainerChangesDoNotReachTheImage) {
+  EXPECT_EQ(Probe({"probe", "write", "/data/file", "changed"}), "write=ok\n");
+  EXPECT_EQ(Probe({"probe", "read", "/data/file"}), "from the image\n");
+}
+
+TEST_F(RunTest, UserFlag) {
+  EXPECT_EQ(Probe({"probe", "id"}, {"-u", "app"}), "uid=1000 gid=1000 groups=50,2000\n");
+  EXPECT_EQ(Probe({"probe", "id"}, {"-u", "1234:5678"}), "uid=1234 gid=5678 groups=\n");
+  EXPECT_EQ(Probe({"probe", "id"}), "uid=0 gid=0 groups=\n");
+}
+
+// ---- image config ----
+
+TEST_F(RunTest, ImageConfigAndOverrides) {
+  DeriveImage("configured:1", [](Json& config) {
+    config["Entrypoint"] = {"/bin/probe"};
+    config["Cmd"] = {"env", "GREETING", "+", "cwd", "+", "id"};
+    config["Env"] = {"PATH=/bin", "GREETING=from-image"};
+    config["WorkingDir"] = "/home/app";
+    config["User"] = "app";
+  });
+  EXPECT_EQ(Probe({}, {}, "configured:1"),
+            "env=from-image\ncwd=/home/app\nuid=1000 gid=1000 groups=50,2000\n");
+  // CMD arguments replace Cmd, -e Env, -w WorkingDir, -u User.
+  EXPECT_EQ(Probe({"env", "GREETING", "+", "cwd", "+", "id"},
+                  {"-e", "GREETING=from-flag", "-w", "/tmp", "-u", "0"}, "configured:1"),
+            "env=from-flag\ncwd=/tmp\nuid=0 gid=0 groups=\n");
+  // --env-file, then -e wins.
+  WriteTestFile(Work() / "env", "# comment\nGREETING=from-file\nOTHER=x\n");
+  EXPECT_EQ(Probe({"env", "GREETING", "+", "env", "OTHER"},
+                  {"--env-file", (Work() / "env").string()}, "configured:1"),
+            "env=from-file\nenv=x\n");
+  // --entrypoint replaces the entrypoint and drops the image's Cmd.
+  EXPECT_EQ(Probe({"from-entrypoint"}, {"--entrypoint", "/bin/echo"}, "configured:1"),
+            "from-entrypoint\n");
+}
+
+// ---- lifecycle ----
+
+TEST_F(RunTest, RmLeavesNothingBehind) {
+  std::string mounts_before = ::imgtool::testing::ReadTestFile("/proc/self/mountinfo");
+  CommandResult r =
+      Run({"run", "--rm", "--name", "gone", "-m", "64m", "-v", Work().string() + ":/mnt",
+           "test:latest", "probe", "ls", "/sys/class/net"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "ls=eth0,lo\n");
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
+  std::string mounts_after = ::imgtool::testing::ReadTestFile("/proc/self/mountinfo");
+  EXPECT_EQ(mounts_after.find(Root().string() + "-state"), std::string::npos) << mounts_after;
+  EXPECT_EQ(::imgtool::testing::ReadTestFile("/proc/net/dev").find("imgv"), std::string::npos);
+  // No cgroup of the container under any hierarchy (its hostname is the
+  // id's first 12 digits).
+  CommandResult named = Run({"run", "--rm", "--net", "none", "-m", "64m", "--pids-limit", "50",
+                             "test:latest", "probe", "hostname"});
+  ASSERT_EQ(named.exit_code, 0) << Describe(named);
+  std::string short_id = named.out.substr(9, 12);
+  std::error_code ec;
+  for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    for (const auto& entry : fs::directory_iterator(hierarchy.path() / "imgtool", ec)) {
+      EXPECT_FALSE(entry.path().filename().string().starts_with(short_id)) << entry.path();
+    }
+  }
+  EXPECT_TRUE(ContainerDirs().empty());
+  // The name is free again.
+  EXPECT_EQ(Probe({"true"}, {"--name", "gone"}), "");
+  EXPECT_EQ(Run({"ps", "-a", "-q"}).out, "");
+}
+
+TEST_F(RunTest, ExitedContainerStaysUntilRm) {
+  CommandResult r =
+      Run({"run", "--net", "none", "--name", "kept", "test:latest", "probe", "exit", "4"});
+  EXPECT_EQ(r.exit_code, 4) << Describe(r);
+  CommandResult ps = Run({"ps", "-a", "--format", "json"});
+  ASSERT_EQ(ps.exit_code, 0) << Describe(ps);
+  Json list = Json::parse(ps.out);
+  ASSERT_EQ(list.size(), 1u) << ps.out;
+  EXPECT_EQ(list[0]["Names"][0], "kept");
+  EXPECT_EQ(list[0]["State"], "exited");
+  EXPECT_EQ(list[0]["ExitCode"], 4);
+  EXPECT_EQ(Run({"ps", "-q"}).out, "");  // not running
+  // The name is taken while it exists.
+  ExpectError(Run({"run", "--net", "none", "--name", "kept", "test:latest", "true"}),
+              "already in use");
+  // gc keeps its writable layer and the image layers under it, even with
+  // the image's name gone.
+  Ok({"rmi", "test:latest"});
+  Ok({"gc"});
+  std::vector<std::string> names = SnapshotNames();
+  EXPECT_EQ(CountContainerSnapshots(names), 1);
+  EXPECT_EQ(names.size(), 2u);  // the layer and the container
+  EXPECT_EQ(Run({"rm", "kept"}).exit_code, 0);
+  EXPECT_TRUE(ContainerDirs().empty());
+  Ok({"gc"});
+  EXPECT_TRUE(SnapshotNames().empty());
+}
+
+TEST_F(RunTest, DetachedContainerExecStopRm) {
+  CommandResult started = Run({"run", "-d", "--net", "none", "--name", "bg", "-e", "MARK=set",
+                               "test:latest", "sh", "-c", "echo started; exec probe sleep 60"});
+  ASSERT_EQ(started.exit_code, 0) << Describe(started);
+  std::string id = started.out.substr(0, started.out.size() - 1);
+  EXPECT_EQ(id.size(), 64u) << started.out;
+  CommandResult ps = Run({"ps"});
+  EXPECT_NE(ps.out.find("bg"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("Up "), std::string::npos) << ps.out;
+  // exec joins its namespaces: not PID 1, the container's processes only,
+  // its environment.
+  CommandResult exec = Run({"exec", "bg", "probe", "pid", "+", "pids", "+", "env", "MARK"});
+  EXPECT_EQ(exec.exit_code, 0) << Describe(exec);
+  EXPECT_EQ(exec.out.rfind("pid=", 0), 0u);
+  EXPECT_NE(exec.out.find("pids=1,"), std::string::npos) << exec.out;
+  EXPECT_NE(exec.out.find("env=set\n"), std::string::npos) << exec.out;
+  EXPECT_EQ(Run({"exec", id.substr(0, 8), "probe", "exit", "7"}).exit_code, 7);
+  CommandResult piped = Run({"exec", "-i", "bg", "probe", "cat"}, "into exec\n");
+  EXPECT_EQ(piped.out, "into exec\n");
+  EXPECT_EQ(Run({"logs", "bg"}).out, "started\n");
+  ExpectError(Run({"rm", "bg"}), "is running");
+  CommandResult stopped = Run({"stop", "-t", "1", "bg"});
+  EXPECT_EQ(stopped.exit_code, 0) << Describe(stopped);
+  // probe sleep, as PID 1 without a handler, ignores SIGTERM: stop sent
+  // SIGKILL after the timeout.
+  CommandResult waited = Run({"wait", "bg"});
+  EXPECT_EQ(waited.out, "137\n") << Describe(waited);
+  EXPECT_EQ(Run({"ps", "-q"}).out, "");
+  EXPECT_NE(Run({"ps", "-a"}).out.find("Exited (137)"), std::string::npos);
+  ExpectError(Run({"exec", "bg", "true"}), "not running");
+  EXPECT_EQ(Run({"rm", "bg"}).exit_code, 0);
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
+  ExpectError(Run({"rm", "bg"}), "no such container");
+  EXPECT_EQ(Run({"rm", "-f", "bg"}).exit_code, 0);
+}
+
+TEST_F(RunTest, DetachedRmKillAndLogsFollow) {
+  CommandResult started = Run({"run", "-d", "--rm", "--net", "none", "--name", "tmp", "test:latest",
+                               "sh", "-c", "echo one; exec probe trap 10"});
+  ASSERT_EQ(started.exit_code, 0) << Describe(started);
+  // logs -f follows until the end; kill -s USR1 ends the trap.
+  auto follow = std::async(std::launch::async, [&] { return Run({"logs", "-f", "tmp"}); });
+  for (int i = 0; i < 200; ++i) {
+    if (Run({"logs", "tmp"}).out.find("ready") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CommandResult killed = Run({"kill", "-s", "USR1", "tmp"});
+  EXPECT_EQ(killed.exit_code, 0) << Describe(killed);
+  CommandResult logs = follow.get();
+  EXPECT_EQ(logs.out, "one\nready\ngot=10\n") << Describe(logs);
+  // --rm: the supervisor removed it.
+  for (int i = 0; i < 200 && !ContainerDirs().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
+  ExpectError(Run({"kill", "tmp"}), "no such container");
+}
+
+TEST_F(RunTest, TwentyParallelRunsGetDistinctAddressesAndCleanUp) {
+  std::vector<std::future<CommandResult>> runs;
+  for (int i = 0; i < 20; ++i) {
+    runs.push_back(std::async(std::launch::async, [this, i] {
+      return Run({"run", "--rm", "--hostname", "par" + std::to_string(i), "test:latest", "probe",
+                  "read", "/etc/hosts"});
+    }));
+  }
+  std::set<std::string> addresses;
+  std::string prefix = gateway_.substr(0, gateway_.rfind('.') + 1);
+  for (int i = 0; i < 20; ++i) {
+    CommandResult r = runs[i].get();
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    std::string needle = "\tpar" + std::to_string(i) + "\n";
+    size_t at = r.out.find(needle);
+    ASSERT_NE(at, std::string::npos) << r.out;
+    size_t line = r.out.rfind('\n', at);
+    std::string address = r.out.substr(line + 1, at - line - 1);
+    EXPECT_TRUE(address.starts_with(prefix)) << address;
+    addresses.insert(address);
+  }
+  EXPECT_EQ(addresses.size(), 20u);
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
+  EXPECT_EQ(::imgtool::testing::ReadTestFile("/proc/net/dev").find("imgv"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgtool::cli::testing
