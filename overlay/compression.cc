@@ -587,7 +587,7 @@ Result<std::unique_ptr<Compressor>> NewCompressor(const CompressOptions& options
     case Compression::kNone:
       return std::unique_ptr<Compressor>(std::make_unique<NoneCompressor>(out));
     case Compression::kGzip: {
-      int level = options.level < 0 ? 6 : options.level;
+      int level = options.level < 0 ? kDefaultGzipLevel : options.level;
       if (level > 9)
         return InvalidArgumentError(StrCat("gzip level ", level, " is out of range 0..9"));
       auto compressor =

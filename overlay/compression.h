@@ -65,9 +65,15 @@ class DecompressingReader {
   int64_t compressed_size_ = 0;
 };
 
+// zlib's level 4 is the last of its fast levels before the lazy-matching ones
+// get expensive: on a 100 MiB slice of a Debian rootfs it compresses 1.75x
+// faster than level 6 for 2.3% more bytes (pigz -4: 39.3 MB in 1.59 s, -6:
+// 38.4 MB in 2.78 s), which is what a build step's commit waits for.
+inline constexpr int kDefaultGzipLevel = 4;
+
 struct CompressOptions {
   Compression compression = Compression::kGzip;
-  // -1 picks the algorithm's default: 6 for gzip, 3 for zstd.
+  // -1 picks the algorithm's default: kDefaultGzipLevel for gzip, 3 for zstd.
   int level = -1;
   // Worker threads; 0 means one per core. The output never depends on it.
   int threads = 0;

@@ -95,6 +95,13 @@ class LocalIngestWriter final : public IngestWriter {
     IMGTOOL_TRY(WriteAll(fd_.get(), data, size).Wrap("ingest " + name_));
     hasher_.Update(data, size);
     written_ += static_cast<int64_t>(size);
+    // Start writeback of what is written so far, so that the fsync in Commit
+    // waits for the last few MiB rather than the whole blob (a 400 MB layer
+    // otherwise spends over a second there). Failure only costs that gain.
+    if (written_ - flushed_ >= kWritebackChunk) {
+      (void)::sync_file_range(fd_.get(), flushed_, written_ - flushed_, SYNC_FILE_RANGE_WRITE);
+      flushed_ = written_;
+    }
     return OkStatus();
   }
 
@@ -174,7 +181,9 @@ class LocalIngestWriter final : public IngestWriter {
   UniqueFd fd_;
   std::string name_;
   Sha256Hasher hasher_;
+  static constexpr int64_t kWritebackChunk = 8 << 20;
   int64_t written_ = 0;
+  int64_t flushed_ = 0;  // writeback started up to here
   Digest committed_;
 };
 
