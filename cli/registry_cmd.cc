@@ -6,10 +6,15 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/context.h"
@@ -156,6 +161,87 @@ class ProgressPrinter {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
+// Unpacks the leading layers whose blobs are in while later ones still
+// download, so that download, verification and extraction overlap. The final
+// overlay::Unpack before tagging finds those snapshots committed and does the
+// rest; an error here is left for that call to report.
+class OverlappedUnpacker {
+ public:
+  OverlappedUnpacker(store::Store& store, overlay::Snapshotter& snapshotter)
+      : store_(store), snapshotter_(snapshotter), thread_([this] { Loop(); }) {}
+  ~OverlappedUnpacker() { Finish(); }
+
+  void SetManifest(const store::Manifest& manifest) {
+    std::lock_guard lock(mu_);
+    manifest_ = manifest;
+    cv_.notify_one();
+  }
+  void BlobDone(const Digest& digest) {
+    std::lock_guard lock(mu_);
+    done_.insert(digest);
+    cv_.notify_one();
+  }
+  // Waits for the unpack under way; the snapshotter is the caller's again.
+  void Finish() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+      cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  // Leading layers whose blobs are committed; 0 until the config is in.
+  size_t ReadyPrefix() const {
+    if (!manifest_ || !done_.count(manifest_->config.digest)) return 0;
+    size_t n = 0;
+    while (n < manifest_->layers.size() && done_.count(manifest_->layers[n].digest)) ++n;
+    return n;
+  }
+
+  void Loop() {
+    std::unique_lock lock(mu_);
+    std::optional<store::ImageConfig> config;
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || (!failed_ && ReadyPrefix() > unpacked_); });
+      if (stop_) return;
+      size_t n = ReadyPrefix();
+      store::Manifest prefix = *manifest_;
+      lock.unlock();
+      bool ok = true;
+      if (!config) {
+        auto read = store_.ReadConfig(prefix.config.digest);
+        if (read) config = std::move(*read);
+        ok = read.has_value() && config->rootfs.diff_ids.size() == prefix.layers.size();
+      }
+      if (ok) {
+        store::ImageConfig partial = *config;
+        prefix.layers.resize(n);
+        partial.rootfs.diff_ids.resize(n);
+        ok = overlay::Unpack(store_, snapshotter_, prefix, partial).has_value();
+      }
+      lock.lock();
+      if (ok) {
+        unpacked_ = n;
+      } else {
+        failed_ = true;
+      }
+    }
+  }
+
+  store::Store& store_;
+  overlay::Snapshotter& snapshotter_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<store::Manifest> manifest_;
+  std::set<Digest> done_;
+  size_t unpacked_ = 0;
+  bool failed_ = false;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // --- pull ---------------------------------------------------------------------
 
 Result<Digest> PullImpl(const Context& context, const store::Reference& ref,
@@ -167,9 +253,18 @@ Result<Digest> PullImpl(const Context& context, const store::Reference& ref,
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
   IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(ref.registry(), flags, std::nullopt));
   ProgressPrinter printer(options.quiet, "Copying");
-  pull.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
+  OverlappedUnpacker early(*store, *snapshotter);
+  pull.on_manifest = [&](const store::Manifest& manifest) { early.SetManifest(manifest); };
+  pull.progress = [&](const registry::BlobProgress& blob) {
+    printer.Update(blob);
+    if (blob.state == registry::BlobProgress::State::kDone ||
+        blob.state == registry::BlobProgress::State::kExists) {
+      early.BlobDone(blob.digest);
+    }
+  };
   // Unpacked before tagging: a tagged image is ready to run.
   pull.before_tag = [&](const registry::PulledImage& image) -> Status {
+    early.Finish();
     auto chain_id = overlay::Unpack(*store, *snapshotter, image.manifest, image.config);
     if (!chain_id) return std::move(chain_id).error().Wrap("unpack");
     return OkStatus();

@@ -128,6 +128,7 @@ Result<PulledImage> Pull(store::Store& store, Client& client, const store::Refer
   if (options.progress) {
     for (const BlobProgress& blob : blobs) options.progress(blob);
   }
+  if (options.on_manifest) options.on_manifest(manifest);
   IMGTOOL_TRY(FetchAll(client, repository, store.content(), blobs, options).Wrap(what));
 
   IMGTOOL_ASSIGN_OR_RETURN(store::ImageConfig config,

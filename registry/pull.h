@@ -38,6 +38,9 @@ struct PullOptions {
   int jobs = 4;                             // blobs fetched at once
   // Progress of each blob; called from worker threads, never concurrently.
   std::function<void(const BlobProgress&)> progress;
+  // Called with the chosen manifest before its blobs are fetched (the CLI
+  // starts unpacking layers while later ones still download).
+  std::function<void(const store::Manifest&)> on_manifest;
   // Runs after every blob is committed and before the tag is set (the CLI
   // unpacks the layers here, so that a tagged image is ready to run).
   std::function<Status(const PulledImage&)> before_tag;
