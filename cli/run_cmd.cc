@@ -75,9 +75,8 @@ void ApplyNetworkEnvironment(runner::NetworkSpec* network) {
   if (const char* subnet = ::getenv("IMGTOOL_BRIDGE_SUBNET"); subnet && *subnet) {
     network->subnet = subnet;
   }
-  if (const char* dir = ::getenv("IMGTOOL_NETWORK_STATE_DIR"); dir && *dir) {
-    network->state_dir = dir;
-  }
+  const char* dir = ::getenv("IMGTOOL_NETWORK_STATE_DIR");
+  network->state_dir = dir && *dir ? fs::path(dir) : fs::path(runner::kDefaultNetworkStateDir);
 }
 
 // One line on stderr for an end that needs explaining (exec failure, OOM).
@@ -166,6 +165,16 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
       return std::move(mounts).error().Wrap("container " + id.substr(0, 12) + ": snapshot");
     }
     prepared.spec.rootfs_mounts = std::move(*mounts);
+    if (flags.remove) {
+      // The writable layer goes away with the container: overlay need not
+      // sync it when the container's mount namespace ends. Without
+      // "volatile" that sync (a syncfs of the whole upper filesystem, run as
+      // the namespace is torn down) is what the removal right after waits
+      // for: tens of ms on every run.
+      for (Mount& mount : prepared.spec.rootfs_mounts) {
+        if (mount.type == "overlay") mount.options.push_back("volatile");
+      }
+    }
   }
   Timer().Mark("prepare the snapshot");
 
