@@ -1,5 +1,7 @@
 // imgtool build: a recipe in, a tagged image out (builder/).
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -50,6 +52,29 @@ Status WriteSmallFile(const std::string& path, const std::string& text, std::str
   return WriteFileAtomic(path, text).Wrap(std::string(what) + " " + path);
 }
 
+// `from: image` that is not in the store: `imgtool pull` in a child process
+// (its progress on stderr, so that stdout stays the build's).
+Status PullWithImgtool(const Context& context, const std::string& ref) {
+  std::string root = context.root.string();
+  std::vector<std::string> args = {"imgtool", "--root", root, "pull", ref};
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+  pid_t pid = 0;
+  int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return ErrnoError("run imgtool pull", rc);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return ErrnoError("wait for imgtool pull");
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return OkStatus();
+  return UnavailableError("imgtool pull " + ref + " failed (see above)");
+}
+
 Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   builder::BuildOptions options;
   std::string recipe = !flags.file.empty() ? flags.file : flags.recipe;
@@ -62,6 +87,7 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   options.recipe_path = recipe;
   if (!flags.context_dir.empty()) options.context_dir = flags.context_dir;
   options.store_root = context.root;
+  options.pull = [&context](const std::string& ref) { return PullWithImgtool(context, ref); };
   options.state_dir = context.StateDir();
   options.tags = flags.tags;
   options.build_args = flags.build_args;

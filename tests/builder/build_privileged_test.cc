@@ -410,6 +410,25 @@ config:
   (void)id;
 }
 
+TEST_F(BuildTest, ImageBaseFromTheStoreAndMissingImage) {
+  ASSERT_EQ(
+      RunImgtool(root_, {"import", (context_ / "base.tar").string(), "localhost/base:1"}).exit_code,
+      0);
+  WriteRecipe("from: { image: localhost/base:1 }\nsteps:\n  - run: echo on-image > /x\n");
+  CommandResult result = Build({(context_ / "recipe.yaml").string(), "-t", "on:image"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  fs::path tree = Export("on:image");
+  EXPECT_EQ(ReadTestFile(tree / "x"), "on-image\n");
+  EXPECT_TRUE(fs::exists(tree / "bin/busybox"));
+
+  // Not in the store: pulled, and here the registry does not answer.
+  WriteRecipe("from: { image: \"localhost:1/missing:1\" }\n");
+  CommandResult missing = Build({(context_ / "recipe.yaml").string()});
+  EXPECT_EQ(missing.exit_code, 125);
+  EXPECT_NE(missing.err.find("imgtool: error: from ("), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("pull localhost:1/missing:1"), std::string::npos) << missing.err;
+}
+
 TEST_F(BuildTest, LogFileAndSummary) {
   WriteRecipe("from: { rootfs: base.tar }\nsteps:\n  - run: echo logged-line\n");
   fs::path log = dir_->path() / "build.log";
