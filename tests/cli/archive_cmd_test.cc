@@ -466,5 +466,90 @@ TEST_F(ArchiveCmdTest, SkopeoReadsSavedArchives) {
   EXPECT_EQ(config["rootfs"]["diff_ids"][1], two_layer_.diff_ids[1].ToString());
 }
 
+// ---- hostile layers, end to end ---------------------------------------------
+// Each is refused with one line naming the entry (or confined to the
+// snapshot), nothing lands outside the store, and fsck stays clean.
+
+class HostileLayerTest : public ArchiveCmdTest {
+ protected:
+  static constexpr const char* kMarker = "imgtool-hostile-marker";
+
+  fs::path ArchiveOf(const std::string& layer_blob) {
+    BuiltImage image = BuildImage({layer_blob}, /*gzip=*/false, "hostile");
+    return WriteArchive("hostile.tar", TarOf(OciLayout({{&image, "example.com/hostile:1"}})));
+  }
+
+  // The marker file appears nowhere but inside the store's state (where a
+  // confined write lands): not in the work dir, not in /tmp.
+  void ExpectNoMarkerOutside() {
+    fs::path state = Work() / "root-state";
+    for (auto it = fs::recursive_directory_iterator(Work()); it != fs::recursive_directory_iterator();
+         ++it) {
+      if (it->path() == state) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      EXPECT_NE(it->path().filename(), kMarker) << it->path();
+    }
+    EXPECT_FALSE(fs::exists(fs::path("/tmp") / kMarker));
+    EXPECT_FALSE(fs::exists(Work().parent_path() / kMarker));
+  }
+
+  void ExpectRefused(const std::string& layer_blob, const std::string& want) {
+    ExpectError(Imgtool({"load", "-i", ArchiveOf(layer_blob).string()}), want);
+    ExpectNothingTagged(Root());
+    ExpectNoMarkerOutside();
+  }
+};
+
+TEST_F(HostileLayerTest, PathTraversal) {
+  std::string name = std::string("../../../") + kMarker;
+  ExpectRefused(MakeTar({{name, "x"}}), "entry \"" + name + "\": path leads outside the root");
+}
+
+TEST_F(HostileLayerTest, AbsolutePath) {
+  std::string name = std::string("/tmp/") + kMarker;
+  ExpectRefused(MakeTar({{name, "x"}}), "entry \"" + name + "\"");
+}
+
+TEST_F(HostileLayerTest, HardlinkToAFileOutside) {
+  ExpectRefused(MakeTar({{"h", "", 'h', "../../../../../../etc/passwd"}}), "entry \"h\"");
+  ExpectRefused(MakeTar({{"h", "", 'h', "/etc/passwd"}}), "entry \"h\"");
+}
+
+TEST_F(HostileLayerTest, WhiteoutWithTraversal) {
+  ExpectRefused(MakeTar({{"a", "", 'd', "", 0755}, {"a/.wh...", ""}}), "entry \"a/.wh...\"");
+  std::string name = std::string(".wh.../../") + kMarker;
+  ExpectRefused(MakeTar({{name, ""}}), "entry \"" + name + "\"");
+}
+
+TEST_F(HostileLayerTest, TruncatedTarAndTruncatedGzip) {
+  std::string tar = MakeTar({{"big", std::string(256 * 1024, 'x')}, {"after", "y"}});
+  ExpectRefused(tar.substr(0, 100 * 1024), "layer");
+  std::string gz = Gzip(MakeTar({{"big", std::string(1 << 20, 'z')}, {"after", "y"}}));
+  ExpectRefused(gz.substr(0, gz.size() / 2), "gzip: stream truncated");
+}
+
+TEST_F(HostileLayerTest, SymlinkEscapeThenWriteThroughIsConfined) {
+  // The write resolves inside the snapshot as if it were "/": the load works
+  // and the file lands inside the store's state, never in /tmp.
+  fs::path archive = ArchiveOf(MakeTar({{"evil", "", 'l', "/tmp"},
+                                        {std::string("evil/") + kMarker, "pwned"},
+                                        {"up", "", 'l', "../../../../../../../.."},
+                                        {std::string("up/") + kMarker + "2", "pwned"}}));
+  Ok({"load", "-i", archive.string()});
+  ExpectNoMarkerOutside();
+  EXPECT_FALSE(fs::exists(fs::path("/") / (std::string(kMarker) + "2")));
+  CommandResult fsck = Imgtool({"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+  // export shows the file where the layer's own root put it.
+  fs::path rootfs = Work() / "rootfs.tar";
+  Ok({"export", "-o", rootfs.string(), "example.com/hostile:1"});
+  CommandResult listing = ::imgtool::testing::RunCommand({"tar", "-tf", rootfs.string()});
+  ASSERT_EQ(listing.exit_code, 0) << Describe(listing);
+  EXPECT_NE(listing.out.find(std::string("tmp/") + kMarker + "\n"), std::string::npos)
+      << listing.out;
+}
+
 }  // namespace
 }  // namespace imgtool::cli::testing
