@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The full lifecycle of /bin/true in one Debian bookworm minbase rootfs, side by
+# side in one hyperfine run: imgtool run --rm --net none, crun run and runc run
+# of a prepared bundle, podman run --rm --network=none, and bwrap with the same
+# namespaces as the floor; then with bridge networking, imgtool vs podman.
+# Prints a markdown table of medians and ratios against crun.
+#
+# crun refuses to run on this host's hybrid cgroup layout ("cgroups in hybrid
+# mode not supported"), so everything runs in a private mount namespace where
+# /sys/fs/cgroup/unified is hidden under an empty tmpfs: all commands see the
+# same (v1) layout there.
+#
+# Usage (root): bench/run.sh [RUNS]
+source "$(dirname "$0")/lib.sh"
+runs=${1:-30}
+bench_mount
+d=$BENCH_DIR/run
+cleanup() {
+  podman --root "$d/podman/root" --runroot "$d/podman/runroot" --storage-driver overlay \
+    system reset -f >/dev/null 2>&1 || true
+  rm -rf "$d"
+  bench_unmount || true
+}
+trap cleanup EXIT
+rm -rf "$d"
+mkdir -p "$d"
+out=$BENCH_DIR/results
+mkdir -p "$out"
+tar=$(bench_debian_tar)
+
+# imgtool: the tar as an image, unpacked by a first run.
+"$IMGTOOL" --root "$d/store" import "$tar" bench/debian:latest >/dev/null
+"$IMGTOOL" --root "$d/store" run --rm --net none bench/debian /bin/true
+
+# crun and runc: one bundle, the same rootfs, the default spec's namespaces
+# (pid, net, ipc, uts, mount, cgroup), no terminal.
+mkdir -p "$d/bundle/rootfs"
+tar -C "$d/bundle/rootfs" -xf "$tar"
+(cd "$d/bundle" && crun spec)
+python3 - "$d/bundle/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+spec = json.load(open(path))
+spec["process"]["args"] = ["/bin/true"]
+spec["process"]["terminal"] = False
+spec["root"]["readonly"] = False
+names = {ns["type"] for ns in spec["linux"]["namespaces"]}
+if "cgroup" not in names:
+    spec["linux"]["namespaces"].append({"type": "cgroup"})
+json.dump(spec, open(path, "w"), indent=1)
+PY
+
+# podman: its own root on the bench filesystem, the same tar as an image.
+P=(podman --root "$d/podman/root" --runroot "$d/podman/runroot" --storage-driver overlay
+   --cgroup-manager cgroupfs --events-backend file --runtime runc)
+"${P[@]}" import "$tar" bench/debian:latest >/dev/null
+PODMAN_RUN="${P[*]} run --rm --ulimit nofile=20000:20000 --ulimit nproc=32768:32768"
+$PODMAN_RUN --network=none bench/debian /bin/true
+
+BWRAP="bwrap --bind $d/bundle/rootfs / --proc /proc --dev /dev --unshare-pid --unshare-net \
+--unshare-ipc --unshare-uts --unshare-cgroup /bin/true"
+
+# Load average at the start, for the table.
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+unshare -m --propagation private sh -c "
+  mount -t tmpfs none /sys/fs/cgroup/unified
+  hyperfine -N --runs $runs --warmup 3 --export-json $out/run-none.json \
+    -n 'imgtool run --rm --net none' '$IMGTOOL --root $d/store run --rm --net none bench/debian /bin/true' \
+    -n 'crun run' 'crun run -b $d/bundle bench-crun' \
+    -n 'runc run' 'runc run -b $d/bundle bench-runc' \
+    -n 'podman run --rm --network=none' '$PODMAN_RUN --network=none bench/debian /bin/true' \
+    -n 'bwrap' '$BWRAP' >&2
+  hyperfine -N --runs $runs --warmup 3 --export-json $out/run-bridge.json \
+    -n 'imgtool run --rm (bridge)' '$IMGTOOL --root $d/store run --rm bench/debian /bin/true' \
+    -n 'podman run --rm (bridge)' '$PODMAN_RUN bench/debian /bin/true' >&2
+"
+
+python3 - "$out/run-none.json" "$out/run-bridge.json" "$load" <<'PY'
+import json, sys
+none = json.load(open(sys.argv[1]))["results"]
+bridge = json.load(open(sys.argv[2]))["results"]
+crun = [r for r in none if r["command"] == "crun run"][0]["median"]
+print("Load average at start: %s (2 cores)\n" % sys.argv[3])
+print("| command | median | min | max | / crun |")
+print("|---|---|---|---|---|")
+for r in none + bridge:
+    print("| %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
+        r["command"], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, r["median"] / crun))
+PY
