@@ -187,8 +187,10 @@ void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistr
                   "Build context directory (default: the recipe's directory)");
   cmd->add_option("-t,--tag", flags->tags,
                   "Name the image (several allowed; default: the "
-                  "recipe's name)");
-  cmd->add_option("--build-arg", flags->build_args, "NAME=VALUE for an arg the recipe declares");
+                  "recipe's name)")
+      ->allow_extra_args(false);
+  cmd->add_option("--build-arg", flags->build_args, "NAME=VALUE for an arg the recipe declares")
+      ->allow_extra_args(false);
   cmd->add_option("--target", flags->target, "Build this stage and tag it");
   cmd->add_flag("--no-cache", flags->no_cache, "Run every step, ignoring cached layers");
   cmd->add_flag("--explain", flags->explain, "Print why each step hit or missed the cache");
@@ -201,7 +203,8 @@ void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistr
   cmd->add_option("--timestamp", flags->timestamp,
                   "\"now\": use the current time (not reproducible)");
   cmd->add_option("--output", flags->outputs,
-                  "Also write TYPE=PATH: oci-archive, docker-archive, oci-dir, rootfs.tar");
+                  "Also write TYPE=PATH: oci-archive, docker-archive, oci-dir, rootfs.tar")
+      ->allow_extra_args(false);
   cmd->add_option("--iidfile", flags->iidfile, "Write the image ID (config digest) to this file");
   cmd->add_option("--digest-file", flags->digest_file, "Write the manifest digest to this file");
   cmd->add_option("--log-file", flags->log_file, "Also write the build output to this file");
