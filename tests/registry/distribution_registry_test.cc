@@ -134,7 +134,11 @@ class DistributionTest : public cli::testing::CliTest {
     // Credentials files of the user running the tests stay out of it.
     ::setenv("XDG_CONFIG_HOME", (Work() / "config").c_str(), 1);
     ::setenv("DOCKER_CONFIG", (Work() / "docker").c_str(), 1);
-    plain_ = std::make_unique<RegistryProcess>(Work() / "plain", false);
+    // A free port can be taken by another test between the probe and the
+    // registry's bind: try a few.
+    for (int attempt = 0; attempt < 3 && (!plain_ || !plain_->up()); ++attempt) {
+      plain_ = std::make_unique<RegistryProcess>(Work() / "plain", false);
+    }
     ASSERT_TRUE(plain_->up()) << "docker-registry did not start";
   }
 
@@ -147,7 +151,9 @@ class DistributionTest : public cli::testing::CliTest {
     CommandResult r = RunCommand({"htpasswd", "-Bbn", "alice", "s3cret"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
     WriteTestFile(dir / "htpasswd", r.out);
-    tls_ = std::make_unique<RegistryProcess>(dir, true);
+    for (int attempt = 0; attempt < 3 && (!tls_ || !tls_->up()); ++attempt) {
+      tls_ = std::make_unique<RegistryProcess>(dir, true);
+    }
     ASSERT_TRUE(tls_->up()) << "docker-registry (TLS) did not start";
     cert_dir_ = (dir / "certs").string();
   }
