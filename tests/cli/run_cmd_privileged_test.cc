@@ -4,9 +4,11 @@
 // this test process (IMGTOOL_BRIDGE, IMGTOOL_BRIDGE_SUBNET,
 // IMGTOOL_NETWORK_STATE_DIR), removed at the end.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -529,6 +531,49 @@ TEST_F(RunTest, DetachedRmKillAndLogsFollow) {
   EXPECT_TRUE(ContainerDirs().empty());
   EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
   ExpectError(Run({"kill", "tmp"}), "no such container");
+}
+
+TEST_F(RunTest, GcRemovesWhatAKilledRunLeft) {
+  // imgtool run --rm killed with SIGKILL: the container dies with it
+  // (PDEATHSIG), its record, snapshot and cgroup stay until gc.
+  std::string binary = ::imgtool::testing::ImgtoolBinary();
+  std::string root = Root().string();
+  std::vector<const char*> argv = {
+      binary.c_str(), "--root", root.c_str(), "run",         "--rm",  "--net", "none", "--name",
+      "doomed",       "-m",     "64m",        "test:latest", "probe", "sleep", "60",   nullptr};
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(argv[0], const_cast<char* const*>(argv.data()));
+    ::_exit(127);
+  }
+  bool running = false;
+  for (int i = 0; i < 300 && !running; ++i) {
+    running = Run({"ps", "-q"}).out.size() == 13;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(running);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_EQ(ContainerDirs().size(), 1u);
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 1);
+  CommandResult ps = Run({"ps", "-a"});
+  EXPECT_NE(ps.out.find("Exited (-1)"), std::string::npos) << ps.out;
+  std::string short_id = Run({"ps", "-aq"}).out.substr(0, 12);
+  Ok({"gc"});
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
+  EXPECT_EQ(Run({"ps", "-aq"}).out, "");
+  std::error_code ec;
+  for (const auto& hierarchy : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    for (const auto& entry : fs::directory_iterator(hierarchy.path() / "imgtool", ec)) {
+      EXPECT_FALSE(entry.path().filename().string().starts_with(short_id)) << entry.path();
+    }
+  }
 }
 
 TEST_F(RunTest, TwentyParallelRunsGetDistinctAddressesAndCleanUp) {
