@@ -3,6 +3,7 @@
 // runs. Also builds recipes/busybox/recipe.yaml, which needs no network.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -13,6 +14,11 @@ namespace imgtool::testing {
 namespace {
 
 namespace fs = std::filesystem;
+
+fs::path Sources() {
+  const char* dir = std::getenv("IMGTOOL_SOURCE_DIR");
+  return dir != nullptr ? fs::path(dir) : fs::path(IMGTOOL_SOURCE_ROOT);
+}
 
 // Runs the image's default command with imgtool run, or podman while imgtool
 // has no run command.
@@ -53,7 +59,7 @@ TEST(RecipesTest, BusyboxRecipeFromScratch) {
   ASSERT_TRUE(dir.has_value());
   fs::path context = dir->path() / "busybox";
   fs::create_directories(context);
-  fs::copy_file(SourceDir() / "recipes/busybox/recipe.yaml", context / "recipe.yaml");
+  fs::copy_file(Sources() / "recipes/busybox/recipe.yaml", context / "recipe.yaml");
   fs::copy_file("/bin/busybox", context / "busybox");
   fs::path root = dir->path() / "root";
   CommandResult build = RunImgtool(root, {"build", (context / "recipe.yaml").string()});
@@ -72,7 +78,7 @@ TEST(RecipesTest, DefaultDebianRecipeBuildsAndRuns) {
   ASSERT_TRUE(dir.has_value());
   fs::path root = dir->path() / "root";
   CommandResult build =
-      RunImgtool(root, {"build", (SourceDir() / "recipes/debian-hello.yaml").string()});
+      RunImgtool(root, {"build", (Sources() / "recipes/debian-hello.yaml").string()});
   ASSERT_EQ(build.exit_code, 0) << build.err << build.out;
   CommandResult run = RunImage(root, dir->path(), "localhost/debian-hello:latest");
   EXPECT_EQ(run.exit_code, 0) << run.err;
@@ -81,7 +87,7 @@ TEST(RecipesTest, DefaultDebianRecipeBuildsAndRuns) {
 
   // The base is cached: a second build bootstraps nothing and gives the same image.
   CommandResult again = RunImgtool(
-      root, {"build", "--format", "json", (SourceDir() / "recipes/debian-hello.yaml").string()});
+      root, {"build", "--format", "json", (Sources() / "recipes/debian-hello.yaml").string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(again.out.find("\"cached\":false"), std::string::npos) << again.out;
 }
