@@ -17,6 +17,7 @@
 #include "cli/git_commit.h"
 #include "cli/output.h"
 #include "common/log.h"
+#include "common/temp_dir.h"
 #include "overlay/unpacker.h"
 #include "runner/cgroup_manager.h"
 #include "runner/network.h"
@@ -213,10 +214,16 @@ Result<int> RunGc(const Context& context) {
     IMGTOOL_ASSIGN_OR_RETURN(snapshots, CollectSnapshots(*store, *snapshotter, containers));
   }
   IMGTOOL_ASSIGN_OR_RETURN(store::GcReport blobs, store->CollectGarbage());
+  // Scratch holds only TempDirs, each locked by its live owner: what is
+  // unlocked was left by a crash (an export killed midway).
+  IMGTOOL_ASSIGN_OR_RETURN(int scratch, RemoveAbandonedTempDirs(context.ScratchRoot(), ""));
+  std::string scratch_note =
+      scratch > 0 ? StrCat(" and ", scratch, " abandoned scratch dirs") : std::string();
   IMGTOOL_TRY(PrintOut(StrCat("Removed ", blobs.blobs_removed, " blobs (",
                               HumanSize(blobs.bytes_freed), ") and ", snapshots.removed,
-                              " snapshots (", HumanSize(snapshots.bytes), "); kept ",
-                              blobs.blobs_kept, " blobs and ", snapshots.kept, " snapshots\n")));
+                              " snapshots (", HumanSize(snapshots.bytes), ")", scratch_note,
+                              "; kept ", blobs.blobs_kept, " blobs and ", snapshots.kept,
+                              " snapshots\n")));
   return 0;
 }
 
