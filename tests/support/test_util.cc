@@ -113,7 +113,7 @@ std::string ImgtoolBinary() {
 
 std::filesystem::path SourceDir() {
   const char* dir = std::getenv("IMGTOOL_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
+  return dir != nullptr ? std::filesystem::path(dir) : std::filesystem::path(IMGTOOL_SOURCE_ROOT);
 }
 
 CommandResult RunImgtool(const std::filesystem::path& root, const std::vector<std::string>& args,

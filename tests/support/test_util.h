@@ -26,7 +26,7 @@ bool HaveCommand(std::string_view name);
 
 // The imgtool binary under test ($IMGTOOL_BINARY, set by ctest).
 std::string ImgtoolBinary();
-// The source tree ($IMGTOOL_SOURCE_DIR, set by ctest).
+// The source tree: $IMGTOOL_SOURCE_DIR, else the one the tests were built from.
 std::filesystem::path SourceDir();
 
 // Runs imgtool with "--root ROOT" in front of args.
