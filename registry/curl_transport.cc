@@ -1,10 +1,16 @@
+// curl.h's type-checking macros would turn curl_easy_setopt into a macro;
+// the calls below go through function pointers instead.
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <mutex>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/file_util.h"
@@ -14,6 +20,58 @@
 namespace imgtool::registry {
 
 namespace {
+
+// libcurl is loaded with dlopen on first use, not linked: with its
+// dependencies (ssh2, ldap, krb5, nghttp2, idn2, ...) it adds about 9 ms of
+// dynamic loading to every start of the binary, which `imgtool run` would
+// pay without ever making a request.
+struct CurlApi {
+  CURLcode (*global_init)(long flags);
+  CURL* (*easy_init)();
+  CURLcode (*easy_setopt)(CURL* curl, CURLoption option, ...);
+  CURLcode (*easy_getinfo)(CURL* curl, CURLINFO info, ...);
+  CURLcode (*easy_perform)(CURL* curl);
+  void (*easy_reset)(CURL* curl);
+  void (*easy_cleanup)(CURL* curl);
+  const char* (*easy_strerror)(CURLcode code);
+  curl_slist* (*slist_append)(curl_slist* list, const char* text);
+  void (*slist_free_all)(curl_slist* list);
+};
+
+CurlApi g_curl;
+
+// Loads libcurl and runs curl_global_init, once; the error says what is missing.
+Status LoadCurl() {
+  static std::once_flag once;
+  static std::string failure;
+  std::call_once(once, [] {
+    void* lib = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = ::dlerror();
+      failure = std::string("load libcurl.so.4 (package libcurl4): ") + (why ? why : "not found");
+      return;
+    }
+    auto bind = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(lib, name));
+      if (fn == nullptr && failure.empty()) failure = std::string("libcurl.so.4 lacks ") + name;
+    };
+    bind(g_curl.global_init, "curl_global_init");
+    bind(g_curl.easy_init, "curl_easy_init");
+    bind(g_curl.easy_setopt, "curl_easy_setopt");
+    bind(g_curl.easy_getinfo, "curl_easy_getinfo");
+    bind(g_curl.easy_perform, "curl_easy_perform");
+    bind(g_curl.easy_reset, "curl_easy_reset");
+    bind(g_curl.easy_cleanup, "curl_easy_cleanup");
+    bind(g_curl.easy_strerror, "curl_easy_strerror");
+    bind(g_curl.slist_append, "curl_slist_append");
+    bind(g_curl.slist_free_all, "curl_slist_free_all");
+    if (failure.empty() && g_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      failure = "curl_global_init failed";
+    }
+  });
+  if (!failure.empty()) return InternalError(failure);
+  return OkStatus();
+}
 
 std::string Lower(std::string_view text) {
   std::string out(text);
@@ -34,12 +92,12 @@ std::string_view Trim(std::string_view text) {
 constexpr size_t kMaxBufferedBody = 16u << 20;
 
 struct EasyDeleter {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
+  void operator()(CURL* curl) const { g_curl.easy_cleanup(curl); }
 };
 using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
 
 struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+  void operator()(curl_slist* list) const { g_curl.slist_free_all(list); }
 };
 using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
 
@@ -80,7 +138,7 @@ size_t OnBody(char* data, size_t size, size_t count, void* user) {
   size_t n = size * count;
   try {
     long code = 0;
-    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
+    g_curl.easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
     if (t->sink != nullptr && code >= 200 && code < 300) {
       if (!t->headers_checked) {
         t->headers_checked = true;
@@ -192,7 +250,7 @@ class CurlTransport final : public HttpTransport {
         return handle;
       }
     }
-    return EasyHandle(curl_easy_init());
+    return EasyHandle(g_curl.easy_init());
   }
   void Release(EasyHandle handle) {
     std::lock_guard lock(mu_);
@@ -201,7 +259,7 @@ class CurlTransport final : public HttpTransport {
 
   Result<HttpResponse> SendOn(CURL* curl, const HttpRequest& request, ByteSink* sink) {
     // Reset keeps the handle's live connections and DNS cache.
-    curl_easy_reset(curl);
+    g_curl.easy_reset(curl);
     HttpResponse response;
     Transfer t;
     t.curl = curl;
@@ -211,7 +269,7 @@ class CurlTransport final : public HttpTransport {
 
     Slist headers;
     auto add_header = [&](const std::string& line) {
-      curl_slist* next = curl_slist_append(headers.get(), line.c_str());
+      curl_slist* next = g_curl.slist_append(headers.get(), line.c_str());
       if (next != nullptr) {
         (void)headers.release();
         headers.reset(next);
@@ -220,53 +278,53 @@ class CurlTransport final : public HttpTransport {
     for (const auto& [name, value] : request.headers) add_header(name + ": " + value);
     add_header("Expect:");
 
-    curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+    g_curl.easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+    g_curl.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    g_curl.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    g_curl.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
     // A stalled transfer (under 1 byte/s for 60 s) counts as a dropped connection.
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "imgtool");
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &OnHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &OnBody);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+    g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    g_curl.easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+    g_curl.easy_setopt(curl, CURLOPT_USERAGENT, "imgtool");
+    g_curl.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    g_curl.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    g_curl.easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
+    g_curl.easy_setopt(curl, CURLOPT_HEADERFUNCTION, &OnHeader);
+    g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+    g_curl.easy_setopt(curl, CURLOPT_WRITEFUNCTION, &OnBody);
+    g_curl.easy_setopt(curl, CURLOPT_WRITEDATA, &t);
     if (!tls_.verify) {
-      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+      g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+      g_curl.easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
     } else if (!ca_bundle_.empty()) {
       curl_blob blob{ca_bundle_.data(), ca_bundle_.size(), CURL_BLOB_NOCOPY};
-      curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+      g_curl.easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
     }
 
     bool has_body = request.body_fd >= 0 || !request.body.empty();
     if (request.method == "HEAD") {
-      curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+      g_curl.easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (request.method == "GET") {
-      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+      g_curl.easy_setopt(curl, CURLOPT_HTTPGET, 1L);
     } else {
       int64_t length =
           request.body_fd >= 0 ? request.body_length : static_cast<int64_t>(request.body.size());
-      curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-      curl_easy_setopt(curl, CURLOPT_READFUNCTION, &OnRead);
-      curl_easy_setopt(curl, CURLOPT_READDATA, &t);
-      curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE,
+      g_curl.easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+      g_curl.easy_setopt(curl, CURLOPT_READFUNCTION, &OnRead);
+      g_curl.easy_setopt(curl, CURLOPT_READDATA, &t);
+      g_curl.easy_setopt(curl, CURLOPT_INFILESIZE_LARGE,
                        static_cast<curl_off_t>(has_body ? length : 0));
-      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      g_curl.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
     }
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+    g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
 
-    CURLcode code = curl_easy_perform(curl);
+    CURLcode code = g_curl.easy_perform(curl);
     // Do not leave pointers into this frame in the pooled handle.
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+    g_curl.easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
     if (t.failed) return std::move(t.error).error();
     std::string what = request.method + " " + request.url;
     if (code != CURLE_OK) {
-      std::string message = what + ": " + curl_easy_strerror(code);
+      std::string message = what + ": " + g_curl.easy_strerror(code);
       switch (code) {
         case CURLE_PEER_FAILED_VERIFICATION:
         case CURLE_SSL_CACERT_BADFILE:
@@ -285,7 +343,7 @@ class CurlTransport final : public HttpTransport {
           return UnavailableError(message);
       }
     }
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+    g_curl.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
     return response;
   }
 
@@ -321,10 +379,7 @@ void SetHeader(HttpHeaders& headers, std::string_view name, std::string value) {
 }
 
 Result<std::shared_ptr<HttpTransport>> NewCurlTransport(const TlsOptions& tls) {
-  static std::once_flag once;
-  static CURLcode init = CURLE_OK;
-  std::call_once(once, [] { init = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (init != CURLE_OK) return InternalError("curl_global_init failed");
+  IMGTOOL_TRY(LoadCurl());
   std::string bundle;
   if (!tls.cert_dir.empty()) {
     IMGTOOL_ASSIGN_OR_RETURN(bundle, LoadCaBundle(tls.cert_dir));
