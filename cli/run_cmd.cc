@@ -17,6 +17,7 @@
 #include "cli/context.h"
 #include "cli/image_ref.h"
 #include "cli/output.h"
+#include "cli/registry_cmd.h"
 #include "cli/run_options.h"
 #include "common/file_lock.h"
 #include "common/file_util.h"
@@ -55,15 +56,24 @@ PhaseTimer& Timer() {
   return timer;
 }
 
-// Where a missing image would be pulled once imgtool has a registry client.
-Result<FoundImage> PullMissingImage(const store::Store& /*store*/, const std::string& image) {
-  return NotFoundError("image \"" + image + "\" not found in the store (try imgtool pull)");
-}
-
-Result<FoundImage> FindImageForRun(const store::Store& store, const std::string& image) {
+// As docker does: an image that is not in the store is pulled (with the
+// registry settings of `imgtool pull`: auth.json, insecure registries), then
+// looked up again.
+Result<FoundImage> FindImageForRun(const Context& context, const store::Store& store,
+                                   const std::string& image, const std::string& policy) {
   Result<FoundImage> found = FindImage(store, image);
   if (found || found.error().code() != ErrorCode::kNotFound) return found;
-  return PullMissingImage(store, image);
+  if (policy == "never") {
+    return NotFoundError("image \"" + image + "\" not found in the store (--pull=never)");
+  }
+  Result<store::Reference> ref = store::ParseReference(image);
+  if (!ref) return found;
+  (void)WriteAll(STDERR_FILENO, "Unable to find image '" + image + "' locally\n");
+  Result<Digest> pulled = PullImage(context, *ref);
+  if (!pulled) {
+    return std::move(pulled).error().Wrap("image \"" + image + "\" is not in the store; pull");
+  }
+  return FindImage(store, image);
 }
 
 // Bridge settings a test (or a second bridge on one host) overrides with the
@@ -125,7 +135,8 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
   }
 
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
-  IMGTOOL_ASSIGN_OR_RETURN(FoundImage image, FindImageForRun(*store, flags.image));
+  IMGTOOL_ASSIGN_OR_RETURN(FoundImage image,
+                           FindImageForRun(context, *store, flags.image, flags.pull));
   Timer().Mark("open the store, find the image");
   IMGTOOL_ASSIGN_OR_RETURN(
       runner::ProcessSpec process,
@@ -324,6 +335,9 @@ void RegisterRunCommand(CLI::App& app, const Context& context, CommandRegistry& 
   cmd->fallthrough(false);
   cmd->set_help_flag("--help", "Print this help message and exit");  // -h is --hostname
   cmd->add_flag("--rm", flags->remove, "Remove the container when it exits");
+  cmd->add_option("--pull", flags->pull,
+                  "missing (default: pull an image not in the store) or never")
+      ->check(CLI::IsMember({"missing", "never"}));
   cmd->add_flag("-i,--interactive", flags->interactive, "Pass stdin to the container");
   cmd->add_flag("-t,--tty", flags->tty, "Allocate a pseudo-terminal");
   cmd->add_flag("-d,--detach", flags->detach, "Run in the background and print the container ID");

@@ -47,6 +47,7 @@ struct RunFlags {
   std::string userns;  // "", "host", "auto"
   bool init = false;
   std::vector<std::string> add_hosts;
+  std::string pull = "missing";  // --pull: missing (pull when not in the store), never
   std::string image;
   std::vector<std::string> command;
 };

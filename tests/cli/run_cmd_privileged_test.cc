@@ -338,8 +338,8 @@ TEST_F(RunTest, ExitCodes) {
   CommandResult not_found = code({"no-such-command"});
   EXPECT_EQ(not_found.exit_code, 127) << Describe(not_found);
   EXPECT_NE(not_found.err.find("no-such-command"), std::string::npos) << Describe(not_found);
-  ExpectError(Run({"run", "--rm", "nope:latest", "true"}),
-              "image \"nope:latest\" not found in the store (try imgtool pull)");
+  ExpectError(Run({"run", "--rm", "--pull=never", "nope:latest", "true"}),
+              "image \"nope:latest\" not found in the store (--pull=never)");
   ExpectError(Run({"run", "--rm", "--net", "none", "-v", "relative:/x", "test:latest", "true"}),
               "must be absolute");
   ExpectError(Run({"run", "--rm", "--bogus", "test:latest", "true"}), "--bogus");

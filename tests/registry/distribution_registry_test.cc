@@ -209,6 +209,29 @@ TEST_F(DistributionTest, PushThenPullGivesTheSameDigests) {
   EXPECT_EQ(repush.out, push.out);
 }
 
+TEST_F(DistributionTest, RunPullsAMissingImage) {
+  IMGTOOL_REQUIRE_ROOT();
+  ImportImage("local/runme:1", "pulled by run\n");
+  std::string ref = plain_->host() + "/test/runme:1";
+  ASSERT_EQ(Imgtool({"push", "-q", "--tls-verify=false", "local/runme:1", ref}).exit_code, 0);
+  // The registry is plain HTTP: run pulls with the insecure-registry setting.
+  ::setenv("IMGTOOL_INSECURE_REGISTRIES", plain_->host().c_str(), 1);
+  CommandResult never =
+      ImgtoolIn(Root2(), {"run", "--rm", "--net", "none", "--pull=never", ref, "true"});
+  EXPECT_EQ(never.exit_code, 125) << Describe(never);
+  CommandResult run = ImgtoolIn(
+      Root2(), {"run", "--rm", "--net", "none", ref, "/bin/busybox", "cat", "/etc/greeting"});
+  ::unsetenv("IMGTOOL_INSECURE_REGISTRIES");
+  ASSERT_EQ(run.exit_code, 0) << Describe(run);
+  EXPECT_EQ(run.out, "pulled by run\n");
+  EXPECT_NE(run.err.find("Unable to find image '" + ref + "' locally"), std::string::npos)
+      << run.err;
+  CommandResult images = ImgtoolIn(Root2(), {"images", "-q"});
+  EXPECT_FALSE(images.out.empty()) << Describe(images);
+  CommandResult fsck = ImgtoolIn(Root2(), {"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+}
+
 TEST_F(DistributionTest, UnknownTagIsOneErrorLine) {
   CommandResult pull = Imgtool({"pull", "--tls-verify=false", plain_->host() + "/no/such:tag"});
   ExpectError(pull, "MANIFEST_UNKNOWN");
