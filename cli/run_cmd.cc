@@ -266,16 +266,7 @@ Result<int> RunForeground(const Prepared& prepared, bool interactive,
   Result<runner::ExitStatus> status = (*container)->Wait();
   container->reset();
   Timer().Mark("the command ran, cleaned up");
-  state.status = runner::ContainerStatus::kExited;
-  state.finished_at = static_cast<int64_t>(::time(nullptr));
-  if (status) {
-    state.exit_code = status->exit_code;
-    state.oom_killed = status->oom_killed;
-    state.message = status->message;
-  } else {
-    state.exit_code = -1;
-    state.message = status.error().ToString();
-  }
+  runner::RecordExit(&state, status);
   if (record.auto_remove) {
     remove();
   } else if (Status written = WriteForegroundState(dir, state); !written) {

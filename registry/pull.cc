@@ -7,6 +7,7 @@
 
 #include "common/file_lock.h"
 #include "common/log.h"
+#include "registry/blob_transfers.h"
 
 namespace imgtool::registry {
 
@@ -29,56 +30,18 @@ namespace {
 // Fetches blobs on `jobs` threads; the first error stops the others.
 Status FetchAll(Client& client, const std::string& repository, store::ContentStore& content,
                 std::vector<BlobProgress>& blobs, const PullOptions& options) {
-  std::mutex mu;
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::optional<Error> first_error;
-  auto report = [&](size_t i) {
-    if (options.progress) options.progress(blobs[i]);
+  BlobTransfer work;
+  work.jobs = options.jobs;
+  work.progress = options.progress;
+  work.already_there = [&](size_t i) { return content.Exists(blobs[i].digest); };
+  work.transfer = [&](size_t i, const std::function<void(int64_t)>& on_bytes,
+                      const std::function<bool()>& cancelled) -> Result<bool> {
+    store::Descriptor descriptor;
+    descriptor.digest = blobs[i].digest;
+    descriptor.size = blobs[i].size;
+    return client.FetchBlob(repository, descriptor, content, on_bytes, cancelled);
   };
-  auto worker = [&] {
-    while (!failed) {
-      size_t i = next++;
-      if (i >= blobs.size()) return;
-      store::Descriptor descriptor;
-      {
-        std::lock_guard lock(mu);
-        descriptor.digest = blobs[i].digest;
-        descriptor.size = blobs[i].size;
-        if (content.Exists(descriptor.digest)) {
-          blobs[i].state = BlobProgress::State::kExists;
-          blobs[i].done = blobs[i].size;
-          report(i);
-          continue;
-        }
-        blobs[i].state = BlobProgress::State::kDownloading;
-        report(i);
-      }
-      auto fetched = client.FetchBlob(
-          repository, descriptor, content,
-          [&, i](int64_t done) {
-            std::lock_guard lock(mu);
-            blobs[i].done = done;
-            report(i);
-          },
-          [&] { return failed.load(); });
-      std::lock_guard lock(mu);
-      if (!fetched) {
-        if (!failed.exchange(true)) first_error = std::move(fetched).error();
-        return;
-      }
-      blobs[i].state = *fetched ? BlobProgress::State::kDone : BlobProgress::State::kExists;
-      blobs[i].done = blobs[i].size;
-      report(i);
-    }
-  };
-  int jobs = std::max(1, std::min<int>(options.jobs, static_cast<int>(blobs.size())));
-  std::vector<std::thread> threads;
-  for (int j = 1; j < jobs; ++j) threads.emplace_back(worker);
-  worker();
-  for (std::thread& thread : threads) thread.join();
-  if (first_error) return std::move(*first_error);
-  return OkStatus();
+  return TransferBlobs(blobs, work);
 }
 
 }  // namespace

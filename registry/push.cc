@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "registry/blob_transfers.h"
 
 namespace imgtool::registry {
 
@@ -14,49 +15,20 @@ namespace {
 
 Status PushBlobs(const store::Store& store, Client& client, const std::string& repository,
                  std::vector<BlobProgress>& blobs, const PushOptions& options) {
-  std::mutex mu;
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::optional<Error> first_error;
-  auto report = [&](size_t i) {
-    if (options.progress) options.progress(blobs[i]);
+  BlobTransfer work;
+  work.jobs = options.jobs;
+  work.progress = options.progress;
+  work.transfer = [&](size_t i, const std::function<void(int64_t)>& on_bytes,
+                      const std::function<bool()>&) -> Result<bool> {
+    store::Descriptor descriptor;
+    descriptor.digest = blobs[i].digest;
+    descriptor.size = blobs[i].size;
+    Result<std::string> how =
+        client.PushBlob(repository, descriptor, store.content(), options.mount_from, on_bytes);
+    if (!how) return std::move(how).error();
+    return *how == "uploaded";
   };
-  auto worker = [&] {
-    while (!failed) {
-      size_t i = next++;
-      if (i >= blobs.size()) return;
-      store::Descriptor descriptor;
-      {
-        std::lock_guard lock(mu);
-        descriptor.digest = blobs[i].digest;
-        descriptor.size = blobs[i].size;
-        blobs[i].state = BlobProgress::State::kDownloading;
-        report(i);
-      }
-      auto pushed = client.PushBlob(repository, descriptor, store.content(), options.mount_from,
-                                    [&, i](int64_t done) {
-                                      std::lock_guard lock(mu);
-                                      blobs[i].done = done;
-                                      report(i);
-                                    });
-      std::lock_guard lock(mu);
-      if (!pushed) {
-        if (!failed.exchange(true)) first_error = std::move(pushed).error();
-        return;
-      }
-      blobs[i].state =
-          *pushed == "uploaded" ? BlobProgress::State::kDone : BlobProgress::State::kExists;
-      blobs[i].done = blobs[i].size;
-      report(i);
-    }
-  };
-  int jobs = std::max(1, std::min<int>(options.jobs, static_cast<int>(blobs.size())));
-  std::vector<std::thread> threads;
-  for (int j = 1; j < jobs; ++j) threads.emplace_back(worker);
-  worker();
-  for (std::thread& thread : threads) thread.join();
-  if (first_error) return std::move(*first_error);
-  return OkStatus();
+  return TransferBlobs(blobs, work);
 }
 
 Status PushManifest(const store::Store& store, Client& client, const std::string& repository,

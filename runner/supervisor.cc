@@ -17,6 +17,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/temp_dir.h"
+#include "runner/ipam.h"
 
 namespace imgtool::runner {
 
@@ -26,31 +27,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
-
-// Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when
-// the process is gone.
-uint64_t ProcessStartTime(pid_t pid) {
-  Result<std::string> stat = ReadFileToString(StrCat("/proc/", pid, "/stat"), 4096);
-  if (!stat) return 0;
-  size_t paren = stat->rfind(')');
-  if (paren == std::string::npos) return 0;
-  // After "comm)": field 3 (state) is the first token; field 22 the 20th.
-  size_t pos = paren + 1;
-  for (int field = 3; field <= 22; ++field) {
-    while (pos < stat->size() && (*stat)[pos] == ' ') ++pos;
-    size_t end = stat->find(' ', pos);
-    if (end == std::string::npos) end = stat->size();
-    if (field == 22) {
-      try {
-        return std::stoull(stat->substr(pos, end - pos));
-      } catch (...) {
-        return 0;
-      }
-    }
-    pos = end;
-  }
-  return 0;
-}
 
 // A pidfd on `pid`, only when it is still the process that started at
 // `start_time` (pids get reused).
@@ -90,8 +66,7 @@ Status WriteAllToFd(int fd, std::string_view data) {
 // The readiness message from the supervisor to StartDetached: "K" when the
 // command runs, "E<code> <errno> <message>" when it could not start.
 std::string EncodeError(const Error& error) {
-  return StrCat("E", static_cast<int>(error.code()), " ", error.sys_errno(), " ",
-                error.message());
+  return StrCat("E", static_cast<int>(error.code()), " ", error.sys_errno(), " ", error.message());
 }
 
 Error DecodeError(std::string_view text) {
@@ -106,8 +81,7 @@ Error DecodeError(std::string_view text) {
 }
 
 [[noreturn]] void SupervisorMain(const ContainerSpec& spec, const fs::path& state_dir,
-                                 ContainerState state, int ready_fd,
-                                 const DetachOptions& options) {
+                                 ContainerState state, int ready_fd, const DetachOptions& options) {
   // A daemon holds nothing of its caller: not its terminal, not its fds.
   UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
   for (int fd = 0; fd < 3 && null; ++fd) ::dup2(null.get(), fd);
@@ -145,16 +119,7 @@ Error DecodeError(std::string_view text) {
 
   Result<ExitStatus> status = (*container)->Wait();
   container->reset();
-  state.status = ContainerStatus::kExited;
-  state.finished_at = Now();
-  if (status) {
-    state.exit_code = status->exit_code;
-    state.oom_killed = status->oom_killed;
-    state.message = status->message;
-  } else {
-    state.exit_code = -1;
-    state.message = status.error().ToString();
-  }
+  RecordExit(&state, status);
   (void)WriteState(state_dir, state);
   if (options.on_exit) options.on_exit(state);
   ::_exit(0);
@@ -172,6 +137,19 @@ std::string_view ContainerStatusName(ContainerStatus status) {
       return "exited";
   }
   return "unknown";
+}
+
+void RecordExit(ContainerState* state, const Result<ExitStatus>& status) {
+  state->status = ContainerStatus::kExited;
+  state->finished_at = Now();
+  if (status) {
+    state->exit_code = status->exit_code;
+    state->oom_killed = status->oom_killed;
+    state->message = status->message;
+  } else {
+    state->exit_code = -1;
+    state->message = status.error().ToString();
+  }
 }
 
 std::string ContainerStateToJson(const ContainerState& state) {

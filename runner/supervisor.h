@@ -31,13 +31,13 @@ std::string_view ContainerStatusName(ContainerStatus status);
 struct ContainerState {
   std::string id;
   ContainerStatus status = ContainerStatus::kCreated;
-  pid_t pid = 0;  // the container's first process, as the host sees it
+  pid_t pid = 0;                // the container's first process, as the host sees it
   uint64_t pid_start_time = 0;  // /proc/PID/stat starttime: a reused pid does not match
   pid_t supervisor_pid = 0;
   uint64_t supervisor_start_time = 0;
   int exit_code = -1;
   bool oom_killed = false;
-  std::string message;  // why it ended, when that needs saying
+  std::string message;     // why it ended, when that needs saying
   int64_t created_at = 0;  // Unix seconds
   int64_t started_at = 0;
   int64_t finished_at = 0;
@@ -93,6 +93,10 @@ Status CopyContainerLogs(const std::filesystem::path& state_dir, int out_fd, boo
 // cgroup, its security settings) and waits for it.
 Result<ExitStatus> ExecInContainer(const std::filesystem::path& state_dir,
                                    const ProcessSpec& process, const Stdio& stdio);
+
+// Marks `state` exited now, with the exit code, OOM flag and message of
+// `status`, or exit code -1 and the error when waiting failed.
+void RecordExit(ContainerState* state, const Result<ExitStatus>& status);
 
 // Pure: state.json text and back.
 std::string ContainerStateToJson(const ContainerState& state);
