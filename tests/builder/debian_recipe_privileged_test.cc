@@ -15,10 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path Sources() {
-  const char* dir = std::getenv("IMGTOOL_SOURCE_DIR");
-  return dir != nullptr ? fs::path(dir) : fs::path(IMGTOOL_SOURCE_ROOT);
-}
+fs::path Sources() { return SourceDir(); }
 
 // Runs the image's default command with imgtool run, or podman while imgtool
 // has no run command.
