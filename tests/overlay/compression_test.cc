@@ -126,6 +126,71 @@ TEST(CompressionTest, GzipDoesNotDependOnWriteSizes) {
   EXPECT_EQ(sink.data(), Compress(data, Compression::kGzip, 1));
 }
 
+// Bytes that no compressor can shrink, from a fixed generator (xorshift).
+std::string RandomBytes(size_t size, uint64_t seed) {
+  std::string out(size, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (char& c : out) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x >> 32);
+  }
+  return out;
+}
+
+TEST(CompressionTest, GzipStoresIncompressibleBlocksWhateverTheThreadCount) {
+  // Text, then random bytes (stored, not deflated), then text again: the
+  // choice is made per block from its content, so the output is the same for
+  // any thread count and any write size, and readable by gzip.
+  std::string data = TestData(300000) + RandomBytes(3 * 128 * 1024 + 5000, 7) + TestData(200000, 2);
+  std::string one = Compress(data, Compression::kGzip, 1);
+  std::string two = Compress(data, Compression::kGzip, 2);
+  std::string four = Compress(data, Compression::kGzip, 4);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, four);
+  StringSink sink;
+  CompressOptions options;
+  options.threads = 3;
+  auto c = NewCompressor(options, sink);
+  ASSERT_TRUE(c.has_value());
+  for (size_t i = 0; i < data.size(); i += 4099) {
+    ASSERT_TRUE((*c)->Write(data.data() + i, std::min<size_t>(4099, data.size() - i)).has_value());
+  }
+  ASSERT_TRUE((*c)->Finish().has_value());
+  EXPECT_EQ(sink.data(), one);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, one), data);
+  EXPECT_EQ(RunTool({"gzip", "-t"}, one), "");
+  auto back = DecompressAll(one);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, data);
+  // Blocks 4 and 5 (from 393216) are all random: stored, so their bytes appear
+  // verbatim in the output. The blocks where text and random bytes meet are
+  // deflated, and the text around still compresses.
+  EXPECT_NE(one.find(data.substr(3 * 128 * 1024, 65535)), std::string::npos);
+  std::string text_only = Compress(TestData(300000) + TestData(200000, 2), Compression::kGzip, 1);
+  EXPECT_LT(one.size(), text_only.size() + 3 * 128 * 1024 + 5000 + 8192);
+}
+
+TEST(CompressionTest, GzipStillDeflatesRepeatedRandomData) {
+  // Uniform byte histogram but long repeats: a random 1 KiB pattern over and
+  // over, and a random 20 KiB block repeated right after itself (the repeat
+  // lies in the next block's dictionary). Deflate pays for both.
+  std::string pattern = RandomBytes(1024, 3);
+  std::string repeated;
+  while (repeated.size() < 512 * 1024) repeated += pattern;
+  std::string gz = Compress(repeated, Compression::kGzip, 2);
+  EXPECT_LT(gz.size(), repeated.size() / 20);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, gz), repeated);
+
+  std::string twice = RandomBytes(128 * 1024 - 20 * 1024, 4);
+  std::string chunk = RandomBytes(20 * 1024, 5);
+  twice += chunk + chunk;  // the second copy starts the second 128 KiB block
+  std::string gz2 = Compress(twice, Compression::kGzip, 2);
+  EXPECT_LT(gz2.size(), twice.size() - 15 * 1024);
+  EXPECT_EQ(RunTool({"gzip", "-dc"}, gz2), twice);
+}
+
 TEST(CompressionTest, ZstdIsDeterministicWithChecksumAndNoContentSize) {
   std::string data = TestData(3 << 20);
   std::string one = Compress(data, Compression::kZstd, 1);
