@@ -73,6 +73,7 @@ buildah_build() {
   buildah "${buildah_args[@]}" build --layers --runtime runc --network none -q -t bench:bh -f "$ctx/Containerfile" "$ctx" >/dev/null
 }
 
+echo "load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 declare -A total
 for run in $(seq "$runs"); do
   for tool in imgtool buildah; do
@@ -95,4 +96,4 @@ for case in cold warm changed; do
   b=$(echo "${total[buildah.$case]}" | median)
   printf '| %s | %.3f | %.3f | %.1fx |\n' "$case" "$i" "$b" "$(echo "$b / $i" | bc -l)"
 done
-echo "(median of $runs runs; $(nproc) cores; $(uname -r))"
+echo "(median of $runs runs; $(nproc) cores; $(uname -r); load average at end: $(cut -d" " -f1-3 /proc/loadavg))"
