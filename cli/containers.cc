@@ -76,6 +76,7 @@ std::string ContainerRecordToJson(const ContainerRecord& record) {
       {"image", record.image},
       {"image_id", record.image_id},
       {"snapshot", record.snapshot},
+      {"rootfs_parent", record.rootfs_parent},
       {"auto_remove", record.auto_remove},
       {"detached", record.detached},
       {"created", record.created},
@@ -96,6 +97,7 @@ Result<ContainerRecord> ContainerRecordFromJson(std::string_view text) {
     record.image = json.value("image", std::string());
     record.image_id = json.value("image_id", std::string());
     record.snapshot = json.value("snapshot", std::string());
+    record.rootfs_parent = json.value("rootfs_parent", std::string());
     record.auto_remove = json.value("auto_remove", false);
     record.detached = json.value("detached", false);
     record.created = json.value("created", int64_t{0});
@@ -132,6 +134,15 @@ Status ContainerStore::Create(const ContainerRecord& record) const {
   if (::mkdir(dir.c_str(), 0700) != 0) return ErrnoError("create " + dir.string());
   if (::mkdir((dir / "rootfs").c_str(), 0755) != 0) {
     return ErrnoError("create " + (dir / "rootfs").string());
+  }
+  if (!record.rootfs_parent.empty()) {
+    // The root of the container's files: as a snapshot's "fs" dir would be.
+    if (::mkdir(UpperDirOf(record.id).c_str(), 0755) != 0) {
+      return ErrnoError("create " + UpperDirOf(record.id).string());
+    }
+    if (::mkdir(WorkDirOf(record.id).c_str(), 0700) != 0) {
+      return ErrnoError("create " + WorkDirOf(record.id).string());
+    }
   }
   return WriteRecord(dir / kContainerRecordName, ContainerRecordToJson(record));
 }

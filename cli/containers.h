@@ -4,7 +4,12 @@
 // state (state.json, container.log, hosts, hostname, resolv.conf) and the
 // empty mount point the rootfs is assembled at (rootfs/). The container's
 // writable layer is the active snapshot "container-<id>" on top of the
-// image's top chain ID.
+// image's top chain ID; a container run with --rm keeps it in its own
+// directory instead (upper/ and work/ over that chain ID, named in the
+// record as rootfs_parent), so that creating and removing it writes nothing
+// to the snapshotter's shared metadata. gc keeps the rootfs_parent of every
+// container that still has a record, and removes the directory of one whose
+// imgtool died.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +32,10 @@ struct ContainerRecord {
   std::string name;      // --name, else "" (ps shows the short id)
   std::string image;     // as given on the command line
   std::string image_id;  // "sha256:<config digest>"
-  std::string snapshot;  // the snapshot key, "container-<id>"
+  std::string snapshot;  // the snapshot key, "container-<id>"; "" with a layer of its own
+  // The committed snapshot under the writable layer in the container's own
+  // directory (upper/, work/); "" when the layer is `snapshot`.
+  std::string rootfs_parent;
   bool auto_remove = false;
   bool detached = false;
   int64_t created = 0;  // Unix seconds
@@ -62,8 +70,12 @@ class ContainerStore {
 
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path DirOf(std::string_view id) const { return dir_ / std::string(id); }
+  // The writable layer of a container with a rootfs_parent.
+  std::filesystem::path UpperDirOf(std::string_view id) const { return DirOf(id) / "upper"; }
+  std::filesystem::path WorkDirOf(std::string_view id) const { return DirOf(id) / "work"; }
 
-  // Creates the container's directory and record. The name must be free
+  // Creates the container's directory and record (and, for a record with a
+  // rootfs_parent, the empty upper/ and work/ dirs). The name must be free
   // (checked under a lock, so two runs can not both take it).
   Status Create(const ContainerRecord& record) const;
 
@@ -73,8 +85,8 @@ class ContainerStore {
   // By exact name, full id, or unique id prefix. NotFound with the argument.
   Result<ContainerView> Find(std::string_view name_or_id) const;
 
-  // Removes the snapshot (missing is fine) and then the directory. The
-  // container must not be running.
+  // Removes the snapshot (missing is fine) and then the directory, with a
+  // writable layer kept there. The container must not be running.
   Status Remove(const ContainerRecord& record, overlay::Snapshotter& snapshotter) const;
 
  private:

@@ -1,6 +1,6 @@
 // gc, fsck, version: keeping a store healthy and saying what built it.
 #include <archive.h>
-#include <openssl/crypto.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -86,12 +86,20 @@ struct SnapshotGcReport {
   int64_t kept = 0;
 };
 
-// `containers`: ids of the containers that have a record; a container's
-// snapshot without one was left by a run that died while removing it.
+// The containers that stay: their ids (a container's snapshot without a
+// record was left by a run that died while removing it), and the snapshots
+// under writable layers kept in container dirs, which must stay too.
+struct KeptContainers {
+  std::set<std::string> ids;
+  std::set<std::string> rootfs_parents;
+};
+
 Result<SnapshotGcReport> CollectSnapshots(const store::Store& store,
                                           overlay::Snapshotter& snapshotter,
-                                          const std::set<std::string>& containers) {
+                                          const KeptContainers& kept) {
+  const std::set<std::string>& containers = kept.ids;
   IMGTOOL_ASSIGN_OR_RETURN(std::set<std::string> used, ChainIdsInUse(store));
+  used.insert(kept.rootfs_parents.begin(), kept.rootfs_parents.end());
   IMGTOOL_ASSIGN_OR_RETURN(std::vector<overlay::SnapshotInfo> infos, snapshotter.List());
   SnapshotGcReport report;
   std::map<std::string, int> children;
@@ -162,13 +170,13 @@ Result<SnapshotGcReport> CollectSnapshots(const store::Store& store,
 
 // Containers run with --rm whose imgtool died (their end recorded, or the
 // process gone) are removed, with what the kernel still holds for them
-// (cgroups, IPAM entries, port rules). Returns the ids of the containers
-// that stay: their snapshots, and the image layers under them, are kept.
-Result<std::set<std::string>> CollectContainers(const Context& context,
-                                                overlay::Snapshotter& snapshotter) {
+// (cgroups, IPAM entries, port rules). Returns the containers that stay:
+// their snapshots, and the image layers under them, are kept.
+Result<KeptContainers> CollectContainers(const Context& context,
+                                         overlay::Snapshotter& snapshotter) {
   ContainerStore containers(context.ContainersRoot());
   IMGTOOL_ASSIGN_OR_RETURN(std::vector<ContainerView> views, containers.List());
-  std::set<std::string> kept;
+  KeptContainers kept;
   std::set<std::string> ended;
   for (const ContainerView& view : views) {
     if (view.state && view.state->status == runner::ContainerStatus::kExited) {
@@ -178,7 +186,8 @@ Result<std::set<std::string>> CollectContainers(const Context& context,
         continue;
       }
     }
-    kept.insert(view.record.id);
+    kept.ids.insert(view.record.id);
+    if (!view.record.rootfs_parent.empty()) kept.rootfs_parents.insert(view.record.rootfs_parent);
   }
   // Only ids of this store's ended containers are judged: cgroups and
   // network entries of other stores and of build steps are not ours.
@@ -209,8 +218,7 @@ Result<int> RunGc(const Context& context) {
     // No load or build may be between unpacking and tagging while we decide
     // which snapshots are unused.
     IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, store->AcquireGcLock());
-    IMGTOOL_ASSIGN_OR_RETURN(std::set<std::string> containers,
-                             CollectContainers(context, *snapshotter));
+    IMGTOOL_ASSIGN_OR_RETURN(KeptContainers containers, CollectContainers(context, *snapshotter));
     IMGTOOL_ASSIGN_OR_RETURN(snapshots, CollectSnapshots(*store, *snapshotter, containers));
   }
   IMGTOOL_ASSIGN_OR_RETURN(store::GcReport blobs, store->CollectGarbage());
@@ -274,11 +282,22 @@ Result<int> RunFsck(const Context& context) {
   return 1;
 }
 
+// The OpenSSL that TLS to registries uses (libcurl's). imgtool links no
+// OpenSSL itself (digests are its own), so it is looked up only here.
+std::string OpenSslVersion() {
+  void* lib = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) return "not installed (libcrypto.so.3)";
+  using VersionFn = const char* (*)(int);
+  auto version = reinterpret_cast<VersionFn>(::dlsym(lib, "OpenSSL_version"));
+  std::string text = version ? version(0) : "unknown";  // 0: OPENSSL_VERSION
+  if (text.starts_with("OpenSSL ")) text.erase(0, 8);
+  return text;
+}
+
 Result<int> RunVersion(const std::string& format) {
   std::string libarchive = archive_version_string();
   if (libarchive.starts_with("libarchive ")) libarchive.erase(0, 11);
-  std::string openssl = OpenSSL_version(OPENSSL_VERSION);
-  if (openssl.starts_with("OpenSSL ")) openssl.erase(0, 8);
+  std::string openssl = OpenSslVersion();
   if (format == "json") {
     nlohmann::ordered_json out;
     out["Version"] = IMGTOOL_VERSION;

@@ -119,7 +119,7 @@ struct Prepared {
 };
 
 // Everything up to the container's start: image, snapshots, record, spec.
-Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
+Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const std::string& id,
                          const ContainerStore& containers, overlay::Snapshotter& snapshotter) {
   if (flags.detach && flags.interactive) {
     // Docker allows -di (stdin kept open for attach); imgtool has no attach.
@@ -144,13 +144,15 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
   Prepared prepared;
   IMGTOOL_ASSIGN_OR_RETURN(prepared.spec, BuildContainerSpec(flags, std::move(process)));
 
-  IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
   ContainerRecord& record = prepared.record;
   record.id = id;
   record.name = flags.name;
   record.image = flags.image;
   record.image_id = image.image.manifest.config.digest.ToString();
-  record.snapshot = SnapshotKeyForContainer(id);
+  // A --rm container's writable layer lives and dies in its own directory
+  // (see containers.h): no write to the snapshot metadata on the way in or
+  // out, which cost two fsynced rewrites of metadata.json per run.
+  if (!flags.remove) record.snapshot = SnapshotKeyForContainer(id);
   record.auto_remove = flags.remove;
   record.detached = flags.detach;
   record.created = static_cast<int64_t>(::time(nullptr));
@@ -167,10 +169,13 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
         overlay::Unpack(*store, snapshotter, image.image.manifest, image.image.config)
             .Wrap("unpack " + flags.image));
     Timer().Mark("unpack (or find unpacked) layers");
+    if (flags.remove) record.rootfs_parent = top;
     IMGTOOL_TRY(containers.Create(record));
     Timer().Mark("container record");
     Result<std::vector<Mount>> mounts =
-        snapshotter.Prepare(record.snapshot, top, {{"imgtool.container", id}});
+        flags.remove
+            ? snapshotter.MountsOver(top, containers.UpperDirOf(id), containers.WorkDirOf(id))
+            : snapshotter.Prepare(record.snapshot, top, {{"imgtool.container", id}});
     if (!mounts) {
       (void)RemoveTree(containers.DirOf(id));
       return std::move(mounts).error().Wrap("container " + id.substr(0, 12) + ": snapshot");
@@ -218,6 +223,7 @@ Result<int> RunDetached(Prepared prepared, const ContainerStore& containers,
 }
 
 Result<int> RunForeground(const Prepared& prepared, bool interactive,
+                          std::unique_ptr<runner::EarlyCgroup> early_cgroup,
                           const ContainerStore& containers, overlay::Snapshotter& snapshotter) {
   const ContainerRecord& record = prepared.record;
   fs::path dir = containers.DirOf(record.id);
@@ -237,7 +243,7 @@ Result<int> RunForeground(const Prepared& prepared, bool interactive,
 
   runner::Stdio stdio{interactive ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO};
   Result<std::unique_ptr<runner::Container>> container =
-      runner::Container::Start(prepared.spec, stdio);
+      runner::Container::Start(prepared.spec, stdio, std::move(early_cgroup));
   Timer().Mark("start the container");
   if (!container) {
     if (record.auto_remove) {
@@ -292,10 +298,23 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     flags.command.erase(flags.command.begin());
   }
   Timer();  // phases are timed from here
+  IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
+  std::unique_ptr<runner::EarlyCgroup> early_cgroup;
+  if (!flags.detach) {
+    // The cgroup first: on cgroup v1 the kernel's wait before the container's
+    // process can be moved into it (several ms) then passes while the image
+    // and the snapshot are prepared (see runner/container.h). A detached
+    // container's cgroup is made by its supervisor.
+    IMGTOOL_ASSIGN_OR_RETURN(runner::CgroupResources resources,
+                             ParseResourceFlags(flags).Wrap("run"));
+    IMGTOOL_ASSIGN_OR_RETURN(early_cgroup, runner::EarlyCgroup::Begin(id, resources)
+                                               .Wrap("run: container " + id.substr(0, 12)));
+    Timer().Mark("the cgroup");
+  }
   ContainerStore containers(context.ContainersRoot());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
   IMGTOOL_ASSIGN_OR_RETURN(Prepared prepared,
-                           Prepare(context, flags, containers, *snapshotter).Wrap("run"));
+                           Prepare(context, flags, id, containers, *snapshotter).Wrap("run"));
   if (flags.detach) {
     Result<int> started = RunDetached(prepared, containers, context.SnapshotRoot());
     if (!started) {
@@ -309,7 +328,8 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     }
     return started;
   }
-  Result<int> code = RunForeground(prepared, flags.interactive, containers, *snapshotter);
+  Result<int> code = RunForeground(prepared, flags.interactive, std::move(early_cgroup),
+                                   containers, *snapshotter);
   if (!code) return std::move(code).error().Wrap("run");
   return code;
 }

@@ -290,7 +290,12 @@ Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
     spec.extra_hosts.push_back(entry);
   }
 
-  runner::CgroupResources& resources = spec.resources;
+  IMGTOOL_ASSIGN_OR_RETURN(spec.resources, ParseResourceFlags(flags));
+  return spec;
+}
+
+Result<runner::CgroupResources> ParseResourceFlags(const RunFlags& flags) {
+  runner::CgroupResources resources;
   if (!flags.memory.empty()) {
     IMGTOOL_ASSIGN_OR_RETURN(int64_t bytes, ParseByteSize(flags.memory).Wrap("--memory"));
     resources.memory_bytes = bytes;
@@ -326,7 +331,7 @@ Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
   }
   if (!flags.cpuset_cpus.empty()) resources.cpuset_cpus = flags.cpuset_cpus;
   if (flags.pids_limit) resources.pids_limit = *flags.pids_limit;
-  return spec;
+  return resources;
 }
 
 }  // namespace imgtool::cli

@@ -86,4 +86,8 @@ Result<runner::ProcessSpec> MergeProcess(const store::ContainerConfig& image, co
 Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
                                                  runner::ProcessSpec process);
 
+// The cgroup limits of -m, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus
+// and --pids-limit (BuildContainerSpec's resources).
+Result<runner::CgroupResources> ParseResourceFlags(const RunFlags& flags);
+
 }  // namespace imgtool::cli

@@ -170,12 +170,12 @@ Result<Usage> DiskUsage(const fs::path& dir) {
 
 std::string Quote(const std::string& name) { return "\"" + name + "\""; }
 
-Result<std::vector<Mount>> MountsFor(const fs::path& root,
-                                     const std::vector<std::string>& overlay_options,
-                                     const Metadata& metadata, const std::string& key) {
-  const Metadata::Entry& entry = metadata.snapshots.at(key);
-  std::vector<std::string> lowers;  // nearest parent first, as overlay wants them
-  for (std::string parent = entry.parent; !parent.empty();) {
+// The "fs" dirs of `parent` and its ancestors, nearest first, as overlay
+// wants its lowers. `key` names the snapshot on top, for errors.
+Result<std::vector<std::string>> LowerDirs(const fs::path& root, const Metadata& metadata,
+                                           const std::string& key, std::string parent) {
+  std::vector<std::string> lowers;
+  while (!parent.empty()) {
     auto it = metadata.snapshots.find(parent);
     if (it == metadata.snapshots.end()) {
       return DataLossError("snapshot metadata: parent " + Quote(parent) + " is missing");
@@ -186,12 +186,26 @@ Result<std::vector<Mount>> MountsFor(const fs::path& root,
     lowers.push_back((root / it->second.id / "fs").string());
     parent = it->second.parent;
   }
-  std::string own = (root / entry.id / "fs").string();
+  return lowers;
+}
+
+std::string LowerDirOption(const std::vector<std::string>& lowers) {
   std::string lowerdir = "lowerdir=";
   for (size_t i = 0; i < lowers.size(); ++i) {
     if (i > 0) lowerdir.push_back(':');
     lowerdir += lowers[i];
   }
+  return lowerdir;
+}
+
+Result<std::vector<Mount>> MountsFor(const fs::path& root,
+                                     const std::vector<std::string>& overlay_options,
+                                     const Metadata& metadata, const std::string& key) {
+  const Metadata::Entry& entry = metadata.snapshots.at(key);
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> lowers,
+                           LowerDirs(root, metadata, key, entry.parent));
+  std::string own = (root / entry.id / "fs").string();
+  std::string lowerdir = LowerDirOption(lowers);
 
   switch (entry.kind) {
     case Kind::kActive: {
@@ -309,6 +323,34 @@ Result<std::vector<Mount>> OverlaySnapshotter::Mounts(const std::string& key) {
   IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap(context));
   if (metadata.snapshots.count(key) == 0) return NotFoundError(context + ": not found");
   return MountsFor(root_, overlay_options_, metadata, key).Wrap(context);
+}
+
+Result<std::vector<Mount>> OverlaySnapshotter::MountsOver(const std::string& parent,
+                                                          const fs::path& upper,
+                                                          const fs::path& work) {
+  std::string context = "mounts over snapshot " + Quote(parent);
+  for (const fs::path& dir : {upper, work}) {
+    if (dir.string().find_first_of(":,") != std::string::npos) {
+      return InvalidArgumentError(context + ": " + dir.string() +
+                                  " contains ':' or ',', which overlay mount options can not hold");
+    }
+  }
+  if (parent.empty()) return std::vector<Mount>{Mount{"bind", upper.string(), {"rbind", "rw"}}};
+  IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(LockPath(), FileLock::Mode::kShared));
+  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, LoadMetadata(MetadataPath()).Wrap(context));
+  auto it = metadata.snapshots.find(parent);
+  if (it == metadata.snapshots.end()) return NotFoundError(context + ": not found");
+  if (it->second.kind != Kind::kCommitted) {
+    return FailedPreconditionError(
+        StrCat(context, ": it is ", KindName(it->second.kind), ", not committed"));
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> lowers,
+                           LowerDirs(root_, metadata, "(unrecorded)", parent).Wrap(context));
+  Mount mount{"overlay",
+              "overlay",
+              {LowerDirOption(lowers), "upperdir=" + upper.string(), "workdir=" + work.string()}};
+  mount.options.insert(mount.options.end(), overlay_options_.begin(), overlay_options_.end());
+  return std::vector<Mount>{std::move(mount)};
 }
 
 Status OverlaySnapshotter::DoCommit(const std::string& name, const std::string& key,

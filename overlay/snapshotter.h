@@ -63,6 +63,16 @@ class Snapshotter {
   // committed one: commit it, then View or Prepare on top.
   virtual Result<std::vector<Mount>> Mounts(const std::string& key) = 0;
 
+  // The mounts of a writable layer the snapshotter does not keep: `upper` and
+  // `work` (empty directories of the caller's on one filesystem, e.g. a
+  // throwaway container's) on top of the committed `parent` ("" for none).
+  // Nothing is recorded, so nothing is written: the caller keeps gc from
+  // removing `parent` while it is mounted (see cli/containers.h). NotFound
+  // for a missing parent; FailedPrecondition when it is not committed.
+  virtual Result<std::vector<Mount>> MountsOver(const std::string& parent,
+                                                const std::filesystem::path& upper,
+                                                const std::filesystem::path& work) = 0;
+
   // Turns the active snapshot `key` into the committed snapshot `name`; `key`
   // is gone afterwards. Labels are the active snapshot's, overridden by
   // `labels`. AlreadyExists when `name` exists (someone else committed the
@@ -127,6 +137,9 @@ class OverlaySnapshotter : public Snapshotter {
   const std::filesystem::path& root() const { return root_; }
 
   Result<std::vector<Mount>> Mounts(const std::string& key) override;
+  Result<std::vector<Mount>> MountsOver(const std::string& parent,
+                                        const std::filesystem::path& upper,
+                                        const std::filesystem::path& work) override;
   Status Remove(const std::string& key) override;
   Result<SnapshotInfo> Stat(const std::string& key) override;
   Result<std::vector<SnapshotInfo>> List() override;

@@ -1,6 +1,5 @@
 #include "registry/parse.h"
 
-#include <openssl/evp.h>
 
 #include <cctype>
 #include <charconv>
@@ -217,12 +216,41 @@ std::string RegistryErrorMessage(std::string_view body) {
   }
 }
 
+namespace {
+
+constexpr char kBase64Alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+}  // namespace
+
 std::string Base64Encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(n);
+  std::string out;
+  out.reserve(4 * ((data.size() + 2) / 3));
+  size_t i = 0;
+  for (; i + 3 <= data.size(); i += 3) {
+    uint32_t v = (uint32_t{static_cast<unsigned char>(data[i])} << 16) |
+                 (uint32_t{static_cast<unsigned char>(data[i + 1])} << 8) |
+                 uint32_t{static_cast<unsigned char>(data[i + 2])};
+    for (int shift = 18; shift >= 0; shift -= 6) out += kBase64Alphabet[(v >> shift) & 63];
+  }
+  size_t rest = data.size() - i;
+  if (rest > 0) {
+    uint32_t v = uint32_t{static_cast<unsigned char>(data[i])} << 16;
+    if (rest == 2) v |= uint32_t{static_cast<unsigned char>(data[i + 1])} << 8;
+    out += kBase64Alphabet[(v >> 18) & 63];
+    out += kBase64Alphabet[(v >> 12) & 63];
+    out += rest == 2 ? kBase64Alphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
   return out;
 }
 
@@ -232,15 +260,24 @@ Result<std::string> Base64Decode(std::string_view text) {
     if (!std::isspace(static_cast<unsigned char>(c))) clean += c;
   }
   if (clean.size() % 4 != 0) return InvalidArgumentError("invalid base64");
-  std::string out(3 * clean.size() / 4, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(clean.data()),
-                          static_cast<int>(clean.size()));
-  if (n < 0) return InvalidArgumentError("invalid base64");
   size_t pad = 0;
   if (!clean.empty() && clean.back() == '=') ++pad;
   if (clean.size() > 1 && clean[clean.size() - 2] == '=') ++pad;
-  out.resize(n - pad);
+  std::string out;
+  out.reserve(3 * clean.size() / 4);
+  for (size_t i = 0; i < clean.size(); i += 4) {
+    uint32_t v = 0;
+    for (size_t j = 0; j < 4; ++j) {
+      bool padding = i + j >= clean.size() - pad;
+      int value = padding && clean[i + j] == '=' ? 0 : Base64Value(clean[i + j]);
+      if (value < 0) return InvalidArgumentError("invalid base64");
+      v = (v << 6) | static_cast<uint32_t>(value);
+    }
+    out += static_cast<char>(v >> 16);
+    out += static_cast<char>((v >> 8) & 0xff);
+    out += static_cast<char>(v & 0xff);
+  }
+  out.resize(out.size() - pad);
   return out;
 }
 

@@ -1,10 +1,16 @@
 #include "runner/cgroup_manager.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <set>
+#include <system_error>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "runner/cgroup_detect.h"
 #include "runner/cgroup_files.h"
@@ -83,6 +89,135 @@ Result<std::vector<std::string>> CleanupStaleCgroups(
     if (status) {
       LogDebug("removed stale cgroup ", (*manager)->Path());
       removed.push_back(id);
+    } else if (first) {
+      first = std::move(status).error().Wrap("clean up stale cgroups");
+    }
+  }
+  if (!first) return std::move(first).error();
+  return removed;
+}
+
+namespace {
+
+// The no-op move: this thread into its own cgroup of the first managed v1
+// hierarchy listed in /proc/thread-self/cgroup ("ID:CONTROLLERS:PATH").
+void WarmUpCgroupMoves() {
+  Result<CgroupLayout> layout = DetectCgroupLayout();
+  if (!layout || layout->version != CgroupVersion::kV1) return;
+  Result<std::string> text = ReadFileToString("/proc/thread-self/cgroup", 1u << 16);
+  if (!text) return;
+  std::string_view rest = *text;
+  while (!rest.empty()) {
+    size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    size_t first = line.find(':');
+    size_t second = first == std::string_view::npos ? first : line.find(':', first + 1);
+    if (second == std::string_view::npos) continue;
+    std::string_view controllers = line.substr(first + 1, second - first - 1);
+    std::string_view path = line.substr(second + 1);
+    while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+    for (std::string_view managed : kManagedControllers) {
+      auto mount = layout->v1_mounts.find(std::string(managed));
+      if (mount == layout->v1_mounts.end()) continue;
+      // "cpu,cpuacct" holds "cpu": match whole names only.
+      bool listed = false;
+      size_t start = 0;
+      while (start <= controllers.size()) {
+        size_t comma = controllers.find(',', start);
+        if (comma == std::string_view::npos) comma = controllers.size();
+        listed |= controllers.substr(start, comma - start) == managed;
+        start = comma + 1;
+      }
+      if (!listed) continue;
+      Status moved = WriteCgroupFile(mount->second / std::string(path), "tasks",
+                                     std::to_string(::gettid()));
+      if (!moved) LogDebug("cgroup move warm-up: ", moved.error().ToString());
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+CgroupMoveWarmup CgroupMoveWarmup::Start() {
+  CgroupMoveWarmup warmup;
+  try {
+    warmup.thread_ = std::thread(WarmUpCgroupMoves);
+  } catch (const std::system_error& e) {
+    LogDebug("cgroup move warm-up: ", e.what());
+  }
+  return warmup;
+}
+
+CgroupMoveWarmup& CgroupMoveWarmup::operator=(CgroupMoveWarmup&& other) noexcept {
+  if (thread_.joinable()) thread_.join();
+  thread_ = std::move(other.thread_);
+  return *this;
+}
+
+CgroupMoveWarmup::~CgroupMoveWarmup() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<CgroupClaim> CgroupClaim::Acquire(const std::filesystem::path& dir, const std::string& id) {
+  IMGTOOL_TRY(ValidateCgroupName(id));
+  std::string what = "claim the cgroup of container " + id;
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return ErrnoError(what + ": create " + dir.string(), ec.value());
+  }
+  CgroupClaim claim;
+  claim.path_ = dir / id;
+  std::filesystem::path temp = dir / ("." + id + ".tmp");
+  claim.fd_.reset(::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!claim.fd_) return ErrnoError(what + ": create " + temp.string());
+  if (::flock(claim.fd_.get(), LOCK_EX | LOCK_NB) != 0 ||
+      ::rename(temp.c_str(), claim.path_.c_str()) != 0) {
+    Error error = ErrnoError(what + ": lock " + temp.string());
+    ::unlink(temp.c_str());
+    return error;
+  }
+  return claim;
+}
+
+void CgroupClaim::Release() {
+  if (!fd_) return;
+  ::unlink(path_.c_str());
+  fd_.reset();
+}
+
+Result<std::vector<std::string>> CleanupUnclaimedCgroups(const CgroupLayout& layout,
+                                                         const std::filesystem::path& claim_dir) {
+  std::vector<std::string> removed;
+  std::unique_ptr<DIR, int (*)(DIR*)> stream(::opendir(claim_dir.c_str()), ::closedir);
+  if (!stream) {
+    if (errno == ENOENT) return removed;
+    return ErrnoError("clean up stale cgroups: list " + claim_dir.string());
+  }
+  Status first;
+  while (dirent* entry = ::readdir(stream.get())) {
+    std::string name = entry->d_name;
+    if (entry->d_type != DT_REG) continue;
+    bool temp = name.starts_with(".");  // ".<id>.tmp": its creator died before renaming it
+    UniqueFd fd(::openat(::dirfd(stream.get()), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // held: its owner lives
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || st.st_nlink == 0) continue;  // released meanwhile
+    Status status;
+    if (!temp) {
+      auto manager = NewCgroupManager(name, layout);
+      if (!manager) continue;  // not a name imgtool would have made
+      status = (*manager)->Kill(SIGKILL);
+      if (status) status = (*manager)->Destroy();
+      if (status) {
+        LogDebug("removed stale cgroup ", (*manager)->Path());
+        removed.push_back(name);
+      }
+    }
+    if (status) {
+      ::unlinkat(::dirfd(stream.get()), name.c_str(), 0);
     } else if (first) {
       first = std::move(status).error().Wrap("clean up stale cgroups");
     }

@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -36,6 +37,7 @@ struct CgroupResources {
     return !memory_bytes && !memory_swap_bytes && !cpus && !cpu_shares && !cpuset_cpus &&
            !pids_limit;
   }
+  friend bool operator==(const CgroupResources&, const CgroupResources&) = default;
 };
 
 enum class CgroupVersion { kV1, kV2 };
@@ -101,6 +103,59 @@ Result<std::unique_ptr<CgroupManager>> NewCgroupManager(const std::string& conta
 // containers are left alone. Returns the ids it removed.
 Result<std::vector<std::string>> CleanupStaleCgroups(
     const CgroupLayout& layout, const std::function<bool(std::string_view id)>& is_live);
+
+// Moving a process into a v1 cgroup first waits for an RCU grace period (the
+// kernel switches its cgroup_threadgroup_rwsem to the writer's slow path),
+// several ms on an idle machine, and a move within about one grace period
+// after another one is quick. Started early, a thread makes a move that
+// changes nothing (itself into the cgroup it is in), so that the wait overlaps
+// the caller's preparation instead of delaying the container's start by as
+// much. Nothing happens on cgroup v2, whose CLONE_INTO_CGROUP moves nothing.
+class CgroupMoveWarmup {
+ public:
+  // Never fails: a warm-up that can not be done only costs its time back.
+  static CgroupMoveWarmup Start();
+  CgroupMoveWarmup() = default;
+  CgroupMoveWarmup(CgroupMoveWarmup&&) noexcept = default;
+  CgroupMoveWarmup& operator=(CgroupMoveWarmup&&) noexcept;
+  ~CgroupMoveWarmup();  // waits for the thread
+
+ private:
+  std::thread thread_;
+};
+
+// Where the creators of imgtool's cgroups hold their claims: /run, so that a
+// reboot, which ends every cgroup, ends every claim too.
+inline constexpr const char* kCgroupClaimDir = "/run/imgtool/cgroups";
+
+// A process's claim on the cgroup it made for a container: the file
+// <dir>/<id>, flocked for as long as the cgroup exists. The file appears
+// only once it is locked (created under a temp name, then renamed), so an
+// unlocked claim means its creator died (imgtool killed with SIGKILL, a
+// crash) and left the cgroup behind.
+class CgroupClaim {
+ public:
+  CgroupClaim() = default;
+  CgroupClaim(CgroupClaim&&) noexcept = default;
+  CgroupClaim& operator=(CgroupClaim&&) noexcept = default;
+  ~CgroupClaim() = default;  // an unreleased claim stays, unlocked, for cleanup
+
+  static Result<CgroupClaim> Acquire(const std::filesystem::path& dir, const std::string& id);
+  // Gives the claim up: call once the cgroup is removed.
+  void Release();
+  bool held() const { return static_cast<bool>(fd_); }
+
+ private:
+  std::filesystem::path path_;
+  UniqueFd fd_;
+};
+
+// Removes the cgroups whose claims in `claim_dir` nobody holds (their
+// creators died), after SIGKILL to what is left in them, and those claims.
+// Cheap when there is nothing to do: one listing and a non-blocking flock per
+// live container. Returns the ids it removed.
+Result<std::vector<std::string>> CleanupUnclaimedCgroups(const CgroupLayout& layout,
+                                                         const std::filesystem::path& claim_dir);
 
 // A container id usable as a cgroup dir name (no '/', not "." or "..", short).
 Status ValidateCgroupName(std::string_view container_id);

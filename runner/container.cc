@@ -45,7 +45,16 @@ int PidfdSendSignal(int pidfd, int sig) {
 
 // Everything the child needs, prepared by the parent before the clone.
 struct ChildPlan {
-  bool wait_for_parent = false;
+  // The parent writes the id maps before the child may do anything.
+  bool wait_before_setup = false;
+  // The parent joins the child to its v1 cgroups and/or attaches its network
+  // while the child sets up the rootfs; the command runs only after that.
+  // (Moving a process between v1 cgroups waits for an RCU grace period,
+  // several ms, which the child's setup now overlaps.)
+  bool wait_before_exec = false;
+  // The cgroup namespace is made after that wait: its root is the cgroup
+  // the process sits in at the time.
+  bool cgroup_namespace_after_wait = false;
   bool user_namespace = false;
   bool bring_up_loopback = false;
   std::string hostname;
@@ -71,9 +80,15 @@ int BringUpLoopbackInChild() noexcept {
 // with, which the namespace does not map; once the parent wrote the maps, it
 // switches to the namespace's root (keeping its capabilities there), so that
 // files it creates get an owner the namespace knows.
+// (Raw system calls: glibc's wrappers are not safe in the child, see
+// DropPrivileges.)
 ChildStatus BecomeNamespaceRoot() noexcept {
-  if (::setresgid(0, 0, 0) != 0) return ChildStatus::Failure(errno, "setresgid in the user namespace");
-  if (::setresuid(0, 0, 0) != 0) return ChildStatus::Failure(errno, "setresuid in the user namespace");
+  if (::syscall(SYS_setresgid, 0, 0, 0) != 0) {
+    return ChildStatus::Failure(errno, "setresgid in the user namespace");
+  }
+  if (::syscall(SYS_setresuid, 0, 0, 0) != 0) {
+    return ChildStatus::Failure(errno, "setresuid in the user namespace");
+  }
   return ChildStatus();
 }
 
@@ -81,11 +96,14 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
   // Device nodes and dirs get exactly the modes the plan names; the command
   // gets umask 022 back before exec.
   ::umask(0);
-  // Now that the process sits in its cgroup, that cgroup becomes the root of
-  // the container's cgroup namespace.
-  if (::unshare(CLONE_NEWCGROUP) != 0) {
-    return ChildStatus::Failure(errno, "unshare the cgroup namespace");
-  }
+  // Once the process sits in its cgroup, that cgroup becomes the root of the
+  // container's cgroup namespace.
+  auto unshare_cgroup_namespace = []() noexcept {
+    return ::unshare(CLONE_NEWCGROUP) == 0
+               ? ChildStatus()
+               : ChildStatus::Failure(errno, "unshare the cgroup namespace");
+  };
+  if (!plan.cgroup_namespace_after_wait) IMGTOOL_CHILD_TRY(unshare_cgroup_namespace());
   if (plan.bring_up_loopback) {
     if (int err = BringUpLoopbackInChild(); err != 0) {
       return ChildStatus::Failure(err, "set the loopback interface up");
@@ -95,6 +113,10 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
     return ChildStatus::Failure(errno, "set the hostname ", plan.hostname.c_str());
   }
   IMGTOOL_CHILD_TRY(SetupRootfs(plan.rootfs, plan.tree_fd));
+  if (plan.wait_before_exec) {
+    if (!channel->WaitForParent()) ::_exit(125);  // the parent failed and says why
+    if (plan.cgroup_namespace_after_wait) IMGTOOL_CHILD_TRY(unshare_cgroup_namespace());
+  }
   IMGTOOL_CHILD_TRY(ConnectStdio(*plan.process, channel));
   return DropPrivileges(*plan.process);
 }
@@ -104,7 +126,7 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
   parent_end->Close();
   // If imgtool dies, so does the container, instead of running on unseen.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  if (plan.wait_for_parent && !channel->WaitForParent()) ::_exit(125);
+  if (plan.wait_before_setup && !channel->WaitForParent()) ::_exit(125);
   ChildStatus status = plan.user_namespace ? BecomeNamespaceRoot() : ChildStatus();
   if (status.ok()) status = SetUpContainerInChild(plan, channel);
   if (!status.ok()) {
@@ -218,7 +240,42 @@ std::string ResolvConfContent(std::string_view host_resolv_conf,
   return out;
 }
 
-Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, const Stdio& stdio) {
+Result<std::unique_ptr<EarlyCgroup>> EarlyCgroup::Begin(const std::string& container_id,
+                                                         const CgroupResources& resources) {
+  std::unique_ptr<EarlyCgroup> early(new EarlyCgroup());
+  early->id_ = container_id;
+  early->resources_ = resources;
+  IMGTOOL_ASSIGN_OR_RETURN(early->layout_, DetectCgroupLayout());
+  // Cgroups left by an imgtool that was killed go now, not only at gc.
+  if (auto cleaned = CleanupUnclaimedCgroups(early->layout_, kCgroupClaimDir); !cleaned) {
+    LogWarning(cleaned.error().ToString());
+  }
+  // Without a claim (no writable /run) only gc cleans up after a crash.
+  if (auto claim = CgroupClaim::Acquire(kCgroupClaimDir, container_id); claim) {
+    early->claim_ = std::move(*claim);
+  } else {
+    LogDebug(claim.error().ToString());
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(early->manager_, NewCgroupManager(container_id, early->layout_));
+  IMGTOOL_TRY(
+      early->manager_->Create(resources).Wrap("container " + container_id + ": cgroup"));
+  // The dirs exist: the thread's move, which holds the kernel's cgroup lock
+  // for its wait, blocks no mkdir of ours.
+  if (early->layout_.version == CgroupVersion::kV1) early->warmup_ = CgroupMoveWarmup::Start();
+  return early;
+}
+
+EarlyCgroup::~EarlyCgroup() {
+  if (!manager_) return;  // taken over by a container
+  if (Status s = manager_->Destroy(); !s) {
+    LogWarning("container ", id_, ": cgroup: ", s.error().ToString());
+  } else {
+    claim_.Release();
+  }
+}
+
+Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, const Stdio& stdio,
+                                                    std::unique_ptr<EarlyCgroup> early) {
   IMGTOOL_TRY(ValidateContainerSpec(spec));
   std::unique_ptr<Container> c(new Container());
   c->id_ = spec.id;
@@ -244,9 +301,18 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   bool mount_cgroup2 = false;
   UniqueFd cgroup_fd;
   if (spec.own_cgroup) {
-    IMGTOOL_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
-    IMGTOOL_ASSIGN_OR_RETURN(c->cgroup_, NewCgroupManager(spec.id, layout));
-    IMGTOOL_TRY(c->cgroup_->Create(spec.resources).Wrap("container " + spec.id + ": cgroup"));
+    if (!early) {
+      IMGTOOL_ASSIGN_OR_RETURN(early, EarlyCgroup::Begin(spec.id, spec.resources));
+    }
+    if (early->id_ != spec.id || early->resources_ != spec.resources) {
+      return InvalidArgumentError("container " + spec.id +
+                                  ": the early cgroup was made for another container or limits");
+    }
+    const CgroupLayout layout = early->layout_;
+    c->cgroup_ = std::move(early->manager_);
+    c->cgroup_claim_ = std::move(early->claim_);
+    c->cgroup_warmup_ = std::move(early->warmup_);
+    early.reset();
     Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
     if (fd) {
       cgroup_fd = std::move(*fd);
@@ -321,7 +387,10 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
                            BuildProcessPlan(std::move(input)));
 
   ChildPlan plan;
-  plan.wait_for_parent = userns || (c->cgroup_ && !cgroup_fd) || c->network_ != nullptr;
+  const bool join_cgroup = c->cgroup_ && !cgroup_fd;
+  plan.wait_before_setup = userns;
+  plan.wait_before_exec = !userns && (join_cgroup || c->network_ != nullptr);
+  plan.cgroup_namespace_after_wait = plan.wait_before_exec && join_cgroup;
   plan.user_namespace = userns;
   plan.bring_up_loopback = own_netns && !c->network_;
   plan.hostname = c->hostname_;
@@ -346,8 +415,22 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   c->pidfd_ = std::move(child.pidfd);
   channel.child.Close();
 
-  if (plan.wait_for_parent) {
-    auto wrap = [&](Status status) { return std::move(status.Wrap("container " + spec.id)); };
+  if (plan.wait_before_setup || plan.wait_before_exec) {
+    // A step that fails here may have failed because the child did (it
+    // reports why and exits): that report is the better error.
+    auto wrap = [&](Status status) -> Status {
+      if (!status) {
+        PidfdSendSignal(c->pidfd_.get(), SIGKILL);
+        while (true) {
+          Result<ChildReport> report = channel.parent.ReceiveReport();
+          if (!report || report->kind == ChildReportKind::kExecuted) break;
+          if (report->kind == ChildReportKind::kSetupFailed) {
+            return report->ToError().Wrap("container " + spec.id);
+          }
+        }
+      }
+      return std::move(status.Wrap("container " + spec.id));
+    };
     if (userns) {
       // Files of a plain-directory rootfs appear with their host owners in
       // the container when the tree can be idmapped; overlayfs can not be.
@@ -364,10 +447,13 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       }
       IMGTOOL_TRY(wrap(WriteIdMappings(c->pid_, *mappings)));
     }
-    if (c->cgroup_ && !cgroup_fd) IMGTOOL_TRY(wrap(c->cgroup_->AddProcess(c->pid_)));
+    if (join_cgroup) IMGTOOL_TRY(wrap(c->cgroup_->AddProcess(c->pid_)));
     if (c->network_) {
-      IMGTOOL_ASSIGN_OR_RETURN(UniqueFd netns, OpenNetnsOfPid(c->pid_));
-      IMGTOOL_ASSIGN_OR_RETURN(c->attachment_, c->network_->Attach(netns.get()));
+      Result<UniqueFd> netns = OpenNetnsOfPid(c->pid_);
+      if (!netns) IMGTOOL_TRY(wrap(std::move(netns).error()));
+      Result<NetworkAttachment> attachment = c->network_->Attach(netns->get());
+      if (!attachment) IMGTOOL_TRY(wrap(std::move(attachment).error()));
+      c->attachment_ = std::move(*attachment);
       c->network_attached_ = true;
       if (spec.write_etc_files) IMGTOOL_TRY(wrap(c->WriteEtcFiles()));
     }
@@ -641,6 +727,8 @@ void Container::Cleanup() {
   if (cgroup_) {
     if (Status s = cgroup_->Destroy(); !s) {
       LogWarning("container ", id_, ": cgroup: ", s.error().ToString());
+    } else {
+      cgroup_claim_.Release();
     }
     cgroup_.reset();
   }

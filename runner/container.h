@@ -35,12 +35,40 @@
 
 namespace imgtool::runner {
 
+// The start of a container's cgroup, for a caller that can begin it before
+// the rest of the container is known (the image found, the snapshot ready):
+// the claim, the cgroup dirs and limits, and on cgroup v1 the kernel's wait
+// before the first move into a cgroup (see CgroupMoveWarmup), which then
+// runs on a thread while the caller prepares. Container::Start takes it over;
+// unused, it removes the cgroup again.
+class EarlyCgroup {
+ public:
+  static Result<std::unique_ptr<EarlyCgroup>> Begin(const std::string& container_id,
+                                                    const CgroupResources& resources);
+  ~EarlyCgroup();
+  EarlyCgroup(const EarlyCgroup&) = delete;
+  EarlyCgroup& operator=(const EarlyCgroup&) = delete;
+
+ private:
+  friend class Container;
+  EarlyCgroup() = default;
+
+  std::string id_;
+  CgroupResources resources_;
+  CgroupLayout layout_;
+  std::unique_ptr<CgroupManager> manager_;
+  CgroupClaim claim_;
+  CgroupMoveWarmup warmup_;
+};
+
 class Container {
  public:
   // Sets up and starts the container. Returns once the command was exec'd, or
   // once exec failed (Wait() then reports 126/127 with the reason). Errors are
   // failures before the command could start: the CLI exits 125 on them.
-  static Result<std::unique_ptr<Container>> Start(const ContainerSpec& spec, const Stdio& stdio);
+  // `early`, when given, must be for spec.id and spec.resources.
+  static Result<std::unique_ptr<Container>> Start(const ContainerSpec& spec, const Stdio& stdio,
+                                                  std::unique_ptr<EarlyCgroup> early = nullptr);
 
   // Runs `process` inside the running container whose first process is
   // `container_pid`: joins all of its namespaces (setns on a pidfd) and its
@@ -83,6 +111,10 @@ class Container {
   UniqueFd pidfd_;
   bool reaped_ = false;
   std::unique_ptr<CgroupManager> cgroup_;
+  // Held while the cgroup exists; a later start cleans up after a creator
+  // that died without removing it.
+  CgroupClaim cgroup_claim_;
+  CgroupMoveWarmup cgroup_warmup_;
   std::unique_ptr<Network> network_;
   bool network_attached_ = false;
   NetworkAttachment attachment_;

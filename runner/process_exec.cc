@@ -139,14 +139,19 @@ ChildStatus DropPrivileges(const ProcessPlan& plan) noexcept {
   bool seccomp_first = plan.seccomp && !plan.no_new_privileges;
   if (seccomp_first) IMGTOOL_CHILD_TRY(InstallSeccompProgram(*plan.seccomp));
   IMGTOOL_CHILD_TRY(DropBoundingCapabilities(plan.caps, plan.last_cap));
+  // Raw system calls, not glibc's wrappers: in a process that ever had a
+  // second thread those broadcast the change to every thread glibc knows of
+  // (__nptl_setxid), under a lock that another thread of imgtool may have
+  // held at the clone, and waiting for threads the child does not have. The
+  // child is one thread, so the raw call changes all there is.
   const std::vector<gid_t>& groups = plan.user.additional_gids;
-  if (::setgroups(groups.size(), groups.data()) != 0) {
+  if (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0) {
     return ChildStatus::Failure(errno, "set the supplementary groups");
   }
-  if (::setresgid(plan.user.gid, plan.user.gid, plan.user.gid) != 0) {
+  if (::syscall(SYS_setresgid, plan.user.gid, plan.user.gid, plan.user.gid) != 0) {
     return ChildStatus::Failure(errno, "switch to the group");
   }
-  if (::setresuid(plan.user.uid, plan.user.uid, plan.user.uid) != 0) {
+  if (::syscall(SYS_setresuid, plan.user.uid, plan.user.uid, plan.user.uid) != 0) {
     return ChildStatus::Failure(errno, "switch to the user");
   }
   IMGTOOL_CHILD_TRY(SetProcessCapabilities(plan.caps));

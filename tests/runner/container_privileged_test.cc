@@ -12,6 +12,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -224,6 +225,24 @@ TEST_F(ContainerTest, UserByNameNumberAndGroup) {
   Result<Captured> run = RunCaptured(unknown);
   ASSERT_FALSE(run.has_value());
   EXPECT_NE(run.error().ToString().find("nobody-here"), std::string::npos);
+}
+
+// The child after clone must not use glibc's setuid family: in a process
+// that has other threads it synchronizes with them under a lock that one of
+// them may hold at the clone (here: a thread creating and joining threads,
+// which takes glibc's stack-cache lock), and the child then hangs in a futex.
+TEST_F(ContainerTest, UserSwitchWhileOtherThreadsComeAndGo) {
+  std::atomic<bool> stop{false};
+  std::thread churn([&stop] {
+    while (!stop.load()) std::thread([] {}).join();
+  });
+  for (int i = 0; i < 25; ++i) {
+    ContainerSpec spec = Spec({"probe", "id"});
+    spec.process.user = "app";
+    EXPECT_EQ(RunOk(spec), "uid=1000 gid=1000 groups=50,2000\n") << "run " << i;
+  }
+  stop = true;
+  churn.join();
 }
 
 TEST_F(ContainerTest, DefaultSecurity) {
