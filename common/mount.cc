@@ -1,6 +1,7 @@
 #include "common/mount.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -419,8 +420,141 @@ Status MountOverlayLegacy(const OverlayConfig& config, const ParsedOptions& opti
   return OkStatus();
 }
 
-Status MountOverlay(const ParsedOptions& options, const fs::path& target) {
+// A clone of `path` (not recursive) whose files appear with their owners
+// shifted by the id mapping of `userns_fd`.
+Result<UniqueFd> IdmappedClone(const fs::path& path, int userns_fd) {
+  UniqueFd tree(static_cast<int>(
+      ::syscall(SYS_open_tree, AT_FDCWD, path.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+  if (!tree) return ErrnoError("clone " + path.string() + " (open_tree)");
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_IDMAP;
+  attr.userns_fd = static_cast<uint64_t>(userns_fd);
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+    return ErrnoError("idmap the mount of " + path.string() + " (mount_setattr)");
+  }
+  return tree;
+}
+
+// FSCONFIG_CMD_CREATE with this thread's fs ids set to `uid`/`gid` and its
+// effective capabilities unchanged; both restored afterwards. Raw syscalls:
+// setfsuid and capset act on the calling thread only.
+Status CreateAsIds(int fs_fd, uid_t uid, gid_t gid) {
+  struct __user_cap_header_struct header {};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  struct __user_cap_data_struct caps[2] {};
+  if (::syscall(SYS_capget, &header, caps) != 0) return ErrnoError("capget");
+  uid_t old_uid = static_cast<uid_t>(::syscall(SYS_setfsuid, uid));
+  gid_t old_gid = static_cast<gid_t>(::syscall(SYS_setfsgid, gid));
+  // A non-zero fsuid drops the file capabilities from the effective set.
+  int rc = static_cast<int>(::syscall(SYS_capset, &header, caps));
+  int saved = errno;
+  if (rc == 0) {
+    rc = FsConfig(fs_fd, FSCONFIG_CMD_CREATE, nullptr, nullptr);
+    saved = errno;
+  }
+  ::syscall(SYS_setfsgid, old_gid);
+  ::syscall(SYS_setfsuid, old_uid);
+  ::syscall(SYS_capset, &header, caps);
+  if (rc != 0) {
+    errno = saved;
+    return FsConfigError(fs_fd, StrCat("as ", uid, ":", gid));
+  }
+  return OkStatus();
+}
+
+// The overlay on idmapped layers. Every layer lives under one directory (the
+// snapshotter's root), so one idmapped clone of it serves them all, and the
+// layers go to the kernel as fds opened in that clone.
+Status MountOverlayIdmapped(const OverlayConfig& config, const ParsedOptions& options,
+                            const fs::path& target, const MountIdmap& idmap) {
+  std::vector<fs::path> layers;
+  for (const std::string& lower : config.lowers) layers.push_back(fs::absolute(lower));
+  std::vector<std::pair<std::string, std::string>> params;
+  std::vector<std::pair<std::string, size_t>> layer_params;  // upperdir/workdir -> index in layers
+  for (const auto& [key, value] : config.params) {
+    if (key == "upperdir" || key == "workdir") {
+      layer_params.emplace_back(key, layers.size());
+      layers.push_back(fs::absolute(value));
+    } else {
+      params.emplace_back(key, value);
+    }
+  }
+  for (fs::path& layer : layers) {
+    layer = layer.lexically_normal();
+    if (layer.has_relative_path() && layer.filename().empty()) layer = layer.parent_path();
+  }
+  fs::path common = layers.size() == 1 ? layers.front() : CommonDirectory(layers);
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd clone, IdmappedClone(common, idmap.userns_fd));
+  auto open_layer = [&](const fs::path& layer) -> Result<UniqueFd> {
+    fs::path relative = layer.lexically_relative(common);
+    UniqueFd fd(::openat(clone.get(), relative.empty() ? "." : relative.c_str(),
+                         O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return ErrnoError("open layer " + layer.string());
+    return fd;
+  };
+  UniqueFd fs_fd(FsOpen("overlay"));
+  if (!fs_fd) return ErrnoError("fsopen");
+  auto set_fd = [&](const char* key, const fs::path& layer) -> Status {
+    IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, open_layer(layer));
+    if (::syscall(SYS_fsconfig, fs_fd.get(), FSCONFIG_SET_FD, key, nullptr, fd.get()) != 0) {
+      std::string what = StrCat(key, " ", layer.string(), " by fd");
+      if (errno == EINVAL) what += " (idmapped layers need Linux >= 6.13)";
+      return FsConfigError(fs_fd.get(), what);
+    }
+    return OkStatus();
+  };
+  for (size_t i = 0; i < config.lowers.size(); ++i) IMGTOOL_TRY(set_fd("lowerdir+", layers[i]));
+  for (const auto& [key, index] : layer_params) IMGTOOL_TRY(set_fd(key.c_str(), layers[index]));
+  for (const auto& [key, value] : params) {
+    int rc = value.empty() ? FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, key.c_str(), nullptr)
+                           : FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str());
+    if (rc != 0) return FsConfigError(fs_fd.get(), value.empty() ? key : key + "=" + value);
+  }
+  // Overlayfs does its own work in the upper dir (work/work, copy-up) with
+  // the credentials of its creator. The host's root has no id through the
+  // idmapped upper (EOVERFLOW, and the overlay would go read-only), so this
+  // thread creates it as the namespace's root, with its capabilities kept.
+  IMGTOOL_TRY(CreateAsIds(fs_fd.get(), idmap.root_uid, idmap.root_gid)
+                  .Wrap(StrCat("create with ", config.lowers.size(), " idmapped lower layers")));
+  UniqueFd mount_fd(static_cast<int>(
+      ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
+  if (!mount_fd) return FsConfigError(fs_fd.get(), "fsmount");
+  if (::syscall(SYS_move_mount, mount_fd.get(), "", AT_FDCWD, target.c_str(),
+                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return ErrnoError("move_mount");
+  }
+  MountGuard undo(target);
+  IMGTOOL_TRY(ApplyPropagation(options, target));
+  undo.Release();
+  return OkStatus();
+}
+
+// An idmapped bind mount of `mount.source` (recursive with "rbind").
+Status MountBindIdmapped(const Mount& mount, const ParsedOptions& options, const fs::path& target,
+                         const MountIdmap& idmap) {
+  unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (options.recursive ? AT_RECURSIVE : 0);
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, mount.source.c_str(), flags)));
+  if (!tree) return ErrnoError("clone " + mount.source + " (open_tree)");
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_IDMAP | MountAttrs(options.flags);
+  attr.userns_fd = static_cast<uint64_t>(idmap.userns_fd);
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | (options.recursive ? AT_RECURSIVE : 0),
+                &attr, sizeof(attr)) != 0) {
+    return ErrnoError("idmap the bind of " + mount.source + " (mount_setattr)");
+  }
+  if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, target.c_str(),
+                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return ErrnoError("move_mount");
+  }
+  MountGuard undo(target);
+  IMGTOOL_TRY(ApplyPropagation(options, target));
+  undo.Release();
+  return OkStatus();
+}
+
+Status MountOverlay(const ParsedOptions& options, const fs::path& target, const MountIdmap* idmap) {
   IMGTOOL_ASSIGN_OR_RETURN(OverlayConfig config, ParseOverlayConfig(options));
+  if (idmap != nullptr) return MountOverlayIdmapped(config, options, target, *idmap);
   if (!g_force_legacy_overlay.load() && KernelHasLowerdirPlus()) {
     return MountOverlayNewApi(config, options, target);
   }
@@ -431,15 +565,19 @@ Status MountOverlay(const ParsedOptions& options, const fs::path& target) {
 
 void SetOverlayLegacyMountForTesting(bool force_legacy) { g_force_legacy_overlay = force_legacy; }
 
-Status MountAt(const Mount& mount, const fs::path& target) {
+Status MountAt(const Mount& mount, const fs::path& target, const MountIdmap* idmap) {
   ParsedOptions options = ParseOptions(mount.options);
   std::string context = "mount " + mount.type + " at " + target.string();
   if (mount.type == "bind" || options.bind) {
     if (mount.source.empty()) return InvalidArgumentError(context + ": bind without a source");
+    if (idmap != nullptr) return MountBindIdmapped(mount, options, target, *idmap).Wrap(context);
     return MountBind(mount, options, target).Wrap(context);
   }
   if (mount.type.empty()) return InvalidArgumentError(context + ": no filesystem type");
-  if (mount.type == "overlay") return MountOverlay(options, target).Wrap(context);
+  if (mount.type == "overlay") return MountOverlay(options, target, idmap).Wrap(context);
+  if (idmap != nullptr) {
+    return InvalidArgumentError(context + ": only bind and overlay mounts can be idmapped");
+  }
   return MountPlain(mount, options, target).Wrap(context);
 }
 
@@ -473,11 +611,12 @@ fs::path MountGuard::Release() {
   return target;
 }
 
-Result<std::vector<MountGuard>> MountAll(const std::vector<Mount>& mounts, const fs::path& target) {
+Result<std::vector<MountGuard>> MountAll(const std::vector<Mount>& mounts, const fs::path& target,
+                                         const MountIdmap* idmap) {
   std::vector<MountGuard> guards;
   guards.reserve(mounts.size());
   for (const Mount& mount : mounts) {
-    IMGTOOL_TRY(MountAt(mount, target));
+    IMGTOOL_TRY(MountAt(mount, target, idmap));
     guards.emplace_back(target);
   }
   // Last mount first, so that destroying the vector front to back undoes them in reverse.

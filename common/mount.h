@@ -2,6 +2,8 @@
 // The snapshotter returns these; the runner and the tests mount them.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <filesystem>
 #include <string>
@@ -35,7 +37,22 @@ inline constexpr size_t kMaxOverlayLowerLayers = 500;
 // the filesystem: for "overlay", "lowerdir=A:B" (A is the topmost lower, so
 // paths can not contain ':' or ','), "upperdir=", "workdir=", "key=value" and
 // bare flags such as "userxattr". Errors name the type and the target.
-Status MountAt(const Mount& mount, const std::filesystem::path& target);
+//
+// With an `idmap`, files appear with their owners shifted by the id mapping
+// of its user namespace, as for a container in such a namespace: a bind mount
+// becomes an idmapped mount, and an overlay is built on idmapped layers
+// (overlayfs itself can not be idmapped), which the kernel takes only by file
+// descriptor (fsconfig FSCONFIG_SET_FD, Linux >= 6.13 for lower layers). The
+// overlay is created with the fs ids of the namespace's root, which overlayfs
+// keeps for its own work in the upper dir: the host's root is not mapped
+// there. Other types, or a kernel without that, are refused.
+struct MountIdmap {
+  int userns_fd = -1;
+  uid_t root_uid = 0;  // the host ids of the namespace's root
+  gid_t root_gid = 0;
+};
+Status MountAt(const Mount& mount, const std::filesystem::path& target,
+               const MountIdmap* idmap = nullptr);
 
 // Tests use this to exercise the legacy mount(2) path for overlay, the one
 // taken on kernels without "lowerdir+" (before Linux 6.8).
@@ -66,6 +83,7 @@ class MountGuard {
 // Mounts every entry in order at `target` and returns guards that undo them in
 // reverse order.
 Result<std::vector<MountGuard>> MountAll(const std::vector<Mount>& mounts,
-                                         const std::filesystem::path& target);
+                                         const std::filesystem::path& target,
+                                         const MountIdmap* idmap = nullptr);
 
 }  // namespace imgtool

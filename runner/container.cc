@@ -362,12 +362,29 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
 
   IMGTOOL_ASSIGN_OR_RETURN(RootfsPlan rootfs_plan, BuildRootfsPlan(rootfs_options));
   ResolvedUser user;
+  // In a user namespace the image's files must belong to the container's
+  // root: mounted rootfs layers are idmapped with the container's mapping,
+  // taken from a user namespace made for that.
+  UniqueFd idmap_userns;
+  MountIdmap idmap;
+  if (userns && !spec.rootfs_mounts.empty()) {
+    IMGTOOL_ASSIGN_OR_RETURN(idmap_userns, NewUserNamespaceFd(*mappings).Wrap(
+                                               "container " + spec.id + ": idmapped rootfs"));
+    idmap.userns_fd = idmap_userns.get();
+    idmap.root_uid = HostIdOfRoot(mappings->uids);
+    idmap.root_gid = HostIdOfRoot(mappings->gids);
+  }
   IMGTOOL_ASSIGN_OR_RETURN(
       UniqueFd tree,
-      DetachRootfs(spec.rootfs_mounts, spec.rootfs_dir, [&](int root_fd) -> Status {
-        IMGTOOL_ASSIGN_OR_RETURN(user, ResolveUser(root_fd, user_spec));
-        return PrepareRootfsPlan(&rootfs_plan, root_fd);
-      }).Wrap("container " + spec.id));
+      DetachRootfs(
+          spec.rootfs_mounts, spec.rootfs_dir,
+          [&](int root_fd) -> Status {
+            IMGTOOL_ASSIGN_OR_RETURN(user, ResolveUser(root_fd, user_spec));
+            return PrepareRootfsPlan(&rootfs_plan, root_fd);
+          },
+          idmap_userns ? &idmap : nullptr)
+          .Wrap("container " + spec.id));
+  idmap_userns.reset();
 
   UniqueFd dev_null;
   if (stdio.in < 0 && !spec.process.terminal) {
@@ -432,17 +449,20 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       return std::move(status.Wrap("container " + spec.id));
     };
     if (userns) {
-      // Files of a plain-directory rootfs appear with their host owners in
-      // the container when the tree can be idmapped; overlayfs can not be.
-      std::string ns_path = StrCat("/proc/", c->pid_, "/ns/user");
-      UniqueFd userns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (userns_fd) {
-        struct mount_attr attr {};
-        attr.attr_set = MOUNT_ATTR_IDMAP;
-        attr.userns_fd = static_cast<uint64_t>(userns_fd.get());
-        if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
-                      sizeof(attr)) != 0) {
-          LogDebug("container ", spec.id, ": rootfs not idmapped: ", std::strerror(errno));
+      if (spec.rootfs_mounts.empty()) {
+        // Files of a plain-directory rootfs appear with their host owners in
+        // the container when the tree can be idmapped (mounted rootfs layers
+        // were idmapped above).
+        std::string ns_path = StrCat("/proc/", c->pid_, "/ns/user");
+        UniqueFd userns_fd(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (userns_fd) {
+          struct mount_attr attr {};
+          attr.attr_set = MOUNT_ATTR_IDMAP;
+          attr.userns_fd = static_cast<uint64_t>(userns_fd.get());
+          if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
+                        sizeof(attr)) != 0) {
+            LogDebug("container ", spec.id, ": rootfs not idmapped: ", std::strerror(errno));
+          }
         }
       }
       IMGTOOL_TRY(wrap(WriteIdMappings(c->pid_, *mappings)));

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -130,6 +131,54 @@ Result<IdMap> FindSubordinateRange(std::string_view content, std::string_view us
   return NotFoundError(StrCat("no subordinate range of ", size, " ids for \"", user, "\""));
 }
 
+Result<UniqueFd> NewUserNamespaceFd(const IdMappings& mappings) {
+  int ready[2];
+  int hold[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) return ErrnoError("pipe");
+  UniqueFd ready_read(ready[0]), ready_write(ready[1]);
+  if (::pipe2(hold, O_CLOEXEC) != 0) return ErrnoError("pipe");
+  UniqueFd hold_read(hold[0]), hold_write(hold[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoError("fork for a user namespace");
+  if (pid == 0) {
+    // Async-signal-safe only: the caller may have other threads.
+    ::close(hold[1]);
+    char result = ::unshare(CLONE_NEWUSER) == 0 ? 0 : static_cast<char>(errno);
+    if (::write(ready[1], &result, 1) != 1) ::_exit(1);
+    char byte;
+    while (::read(hold[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::_exit(0);
+  }
+  ready_write.reset();
+  hold_read.reset();
+  auto reap = [pid] {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  };
+  char result = 1;
+  ssize_t n;
+  do {
+    n = ::read(ready_read.get(), &result, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1 || result != 0) {
+    hold_write.reset();
+    reap();
+    return ErrnoError("unshare a user namespace", n == 1 ? result : EIO);
+  }
+  Status written = WriteIdMappings(pid, mappings);
+  UniqueFd ns;
+  if (written) {
+    ns.reset(::open(StrCat("/proc/", pid, "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) written = ErrnoError(StrCat("open /proc/", pid, "/ns/user"));
+  }
+  hold_write.reset();
+  reap();
+  IMGTOOL_TRY(std::move(written));
+  return ns;
+}
+
 Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
                                   const std::filesystem::path& subgid_file, uint32_t size) {
   IdMappings mappings;
@@ -138,6 +187,13 @@ Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
   mappings.uids.push_back(uids);
   mappings.gids.push_back(gids);
   return mappings;
+}
+
+uint32_t HostIdOfRoot(const std::vector<IdMap>& map) {
+  for (const IdMap& entry : map) {
+    if (entry.container_id == 0 && entry.size > 0) return entry.host_id;
+  }
+  return 65534;
 }
 
 std::string FormatIdMap(const std::vector<IdMap>& map) {

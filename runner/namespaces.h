@@ -59,11 +59,19 @@ Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
                                   const std::filesystem::path& subgid_file,
                                   uint32_t size = 65536);
 
+// The host id that container id 0 maps to (overflow id 65534 when unmapped).
+uint32_t HostIdOfRoot(const std::vector<IdMap>& map);
+
 // "0 100000 65536\n" lines.
 std::string FormatIdMap(const std::vector<IdMap>& map);
 
 // Parent side: writes /proc/PID/uid_map and gid_map of a waiting child.
 Status WriteIdMappings(pid_t pid, const IdMappings& mappings);
+
+// A new user namespace with `mappings`, held only by the returned fd (its
+// short-lived creator has exited): the template for idmapped mounts, which
+// take their id mapping from a user namespace.
+Result<UniqueFd> NewUserNamespaceFd(const IdMappings& mappings);
 
 // Joins every namespace of the process behind `pidfd` that differs from the
 // caller's (setns on a pidfd, Linux >= 5.8). CLONE_NEWPID applies to children

@@ -465,14 +465,31 @@ Status PrepareRootfsPlan(RootfsPlan* plan, int root_fd) {
 }
 
 Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::filesystem::path& dir,
-                              const std::function<Status(int root_fd)>& inspect) {
+                              const std::function<Status(int root_fd)>& inspect,
+                              const MountIdmap* idmap) {
   std::vector<MountGuard> guards;
   if (!mounts.empty()) {
-    IMGTOOL_ASSIGN_OR_RETURN(guards, MountAll(mounts, dir));
+    std::vector<Mount> first = mounts;
+    if (idmap != nullptr) {
+      // A "volatile" overlay leaves a marker in its work dir that makes the
+      // next mount of the same upper fail: only the second mount gets it.
+      for (Mount& mount : first) std::erase(mount.options, "volatile");
+    }
+    IMGTOOL_ASSIGN_OR_RETURN(guards, MountAll(first, dir));
   }
   UniqueFd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return ErrnoError("open rootfs " + dir.string());
   if (inspect) IMGTOOL_TRY(inspect(root.get()));
+  if (idmap != nullptr && !mounts.empty()) {
+    // Overlayfs refuses an upper dir that another overlay still uses: the
+    // plain mounts go first (guards are in reverse order already).
+    root.reset();
+    for (MountGuard& guard : guards) IMGTOOL_TRY(guard.Unmount());
+    guards.clear();
+    IMGTOOL_ASSIGN_OR_RETURN(guards, MountAll(mounts, dir, idmap));
+    root.reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return ErrnoError("open rootfs " + dir.string());
+  }
   UniqueFd tree(OpenTree(root.get(), "",
                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH));
   if (!tree) return ErrnoError("clone the rootfs mount of " + dir.string() + " (open_tree)");

@@ -106,8 +106,14 @@ Result<TmpfsOptions> ParseTmpfsOptions(std::string_view options);
 // calls `inspect` with an fd on the assembled root (to read /etc/passwd), and
 // returns a detached clone of the tree; the mounts at `dir` are undone before
 // returning, so nothing stays mounted on the host.
+//
+// With an `idmap`, the tree returned is assembled again after `inspect`
+// with idmapped mounts (see MountAt), so that the image's files belong to the
+// container's root in a user namespace with that mapping; `inspect` itself
+// runs on the plain mounts, where the host's root may create mount targets.
 Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::filesystem::path& dir,
-                              const std::function<Status(int root_fd)>& inspect);
+                              const std::function<Status(int root_fd)>& inspect,
+                              const MountIdmap* idmap = nullptr);
 
 // Child side, in the new mount namespace: makes / private, stacks `tree_fd`
 // on /, runs the plan, pivots into it and detaches the old root; then

@@ -8,12 +8,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <termios.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <optional>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -294,6 +298,171 @@ TEST_F(RunTest, ReadOnlyRootfs) {
             "write=EROFS\nwrite=ok\n");
 }
 
+TEST_F(RunTest, CapabilityFlags) {
+  // Docker's default set, then without CHOWN, then none, then one more.
+  EXPECT_EQ(Probe({"probe", "status", "CapEff"}), "CapEff=00000000a80425fb\n");
+  EXPECT_EQ(Probe({"probe", "status", "CapEff"}, {"--cap-drop", "CHOWN"}),
+            "CapEff=00000000a80425fa\n");
+  // Root without CAP_DAC_OVERRIDE can not read a file of mode 000.
+  const char* script = "busybox chmod 0 /data/file; cat /data/file >/dev/null 2>&1 && echo read; "
+                       "probe status CapEff";
+  EXPECT_EQ(Probe({"sh", "-c", script}, {"--cap-drop", "ALL"}), "CapEff=0000000000000000\n");
+  EXPECT_EQ(Probe({"sh", "-c", script}), "read\nCapEff=00000000a80425fb\n");
+  EXPECT_EQ(Probe({"probe", "status", "CapEff", "+", "sethostname", "h"},
+                  {"--cap-add", "SYS_ADMIN"}),
+            "CapEff=00000000a82425fb\nsethostname=ok\n");
+  ExpectError(Run({"run", "--rm", "--net", "none", "--cap-drop", "NOPE", "test:latest", "true"}),
+              "NOPE");
+}
+
+TEST_F(RunTest, SeccompProfileFromAFile) {
+  // docker's format: allow everything but sethostname, which fails with ENOSYS.
+  fs::path profile = Work() / "seccomp.json";
+  WriteTestFile(profile,
+                R"({"defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO",
+                                  "errnoRet": 38}]})");
+  std::string opt = "seccomp=" + profile.string();
+  // keyctl, which the default profile refuses, goes through this one.
+  std::string out =
+      Probe({"probe", "sethostname", "h", "+", "keyctl"}, {"--cap-add", "SYS_ADMIN", "--security-opt", opt});
+  EXPECT_TRUE(out.starts_with("sethostname=ENOSYS\nkeyctl=")) << out;
+  EXPECT_EQ(out.find("keyctl=EPERM"), std::string::npos) << out;
+  EXPECT_EQ(Probe({"probe", "sethostname", "h", "+", "keyctl"}, {"--cap-add", "SYS_ADMIN"}),
+            "sethostname=ok\nkeyctl=EPERM\n");
+  WriteTestFile(Work() / "bad.json", R"({"defaultAction": "SCMP_ACT_NOPE"})");
+  ExpectError(Run({"run", "--rm", "--net", "none", "--security-opt",
+                   "seccomp=" + (Work() / "bad.json").string(), "test:latest", "true"}),
+              "SCMP_ACT_NOPE");
+}
+
+// /etc/subuid and /etc/subgid with a range for root's containers for the
+// test's duration (--userns=auto as root takes "containers", else "root");
+// an entry already there is used as it is.
+class SubordinateIds {
+ public:
+  SubordinateIds() {
+    for (const char* file : {"/etc/subuid", "/etc/subgid"}) {
+      std::string content;
+      bool existed = fs::exists(file);
+      if (existed) content = ::imgtool::testing::ReadTestFile(file);
+      std::optional<uint32_t> start;
+      std::istringstream lines(content);
+      for (std::string line; std::getline(lines, line) && !start;) {
+        for (const char* user : {"containers:", "root:"}) {
+          if (line.starts_with(user)) {
+            start = static_cast<uint32_t>(std::stoul(line.substr(line.find(':') + 1)));
+            break;
+          }
+        }
+      }
+      if (!start) {
+        saved_.emplace_back(file, existed ? std::optional<std::string>(content) : std::nullopt);
+        start = 1500000000u;
+        std::string entry = "containers:" + std::to_string(*start) + ":65536\n";
+        WriteTestFile(file, content + (content.empty() || content.back() == '\n' ? "" : "\n") +
+                                entry);
+      }
+      starts_.push_back(*start);
+    }
+  }
+  ~SubordinateIds() {
+    for (const auto& [file, content] : saved_) {
+      if (content) {
+        WriteTestFile(file, *content);
+      } else {
+        fs::remove(file);
+      }
+    }
+  }
+  uint32_t uid_start() const { return starts_[0]; }
+  uint32_t gid_start() const { return starts_[1]; }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+  std::vector<uint32_t> starts_;
+};
+
+TEST_F(RunTest, UserNamespaceAutoOwnsTheImagesFiles) {
+  SubordinateIds ids;
+  // The image's files belong to the container's root, who may change them
+  // (copy-up with owners kept) and create new ones, while the host sees the
+  // process as the first subordinate id.
+  CommandResult r = Run({"run", "--rm", "--net", "none", "--userns=auto", "test:latest", "sh",
+                         "-c",
+                         "cat /proc/self/uid_map; ls -ln /data/file; echo more >> /data/file && "
+                         "ls -ln /data/file | grep -c ' 0 *0 '; touch /data/new && "
+                         "ls -ln /data/new | grep -c ' 0 *0 '; probe id"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  std::istringstream out(r.out);
+  std::string uid_map, listing, copied_up, created, id;
+  std::getline(out, uid_map);
+  std::getline(out, listing);
+  std::getline(out, copied_up);
+  std::getline(out, created);
+  std::getline(out, id);
+  std::istringstream map_fields(uid_map);
+  uint32_t inside = 1, outside = 0, count = 0;
+  map_fields >> inside >> outside >> count;
+  EXPECT_EQ(inside, 0u) << uid_map;
+  EXPECT_EQ(outside, ids.uid_start()) << uid_map;
+  EXPECT_EQ(count, 65536u) << uid_map;
+  EXPECT_NE(listing.find(" 0 "), std::string::npos) << Describe(r);
+  EXPECT_EQ(listing.find("65534"), std::string::npos) << Describe(r);
+  EXPECT_EQ(copied_up, "1") << Describe(r);
+  EXPECT_EQ(created, "1") << Describe(r);
+  EXPECT_EQ(id, "uid=0 gid=0 groups=") << Describe(r);
+  // The image itself did not change.
+  EXPECT_EQ(Probe({"probe", "read", "/data/file"}), "from the image\n");
+  EXPECT_TRUE(ContainerDirs().empty());
+}
+
+TEST_F(RunTest, CpuLimitsReachTheCgroup) {
+  CommandResult r = Run({"run", "-d", "--net", "none", "--cpus", "0.5", "--cpu-shares", "512",
+                         "--cpuset-cpus", "0", "test:latest", "sleep", "30"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  std::string id = r.out.substr(0, r.out.find('\n'));
+  Json state = Json::parse(::imgtool::testing::ReadTestFile(ContainersDir() / id / "state.json"));
+  int pid = state["pid"];
+  // Where the container's process sits, per controller (v1 here; v2: one "0::" line).
+  std::string cgroups =
+      ::imgtool::testing::ReadTestFile("/proc/" + std::to_string(pid) + "/cgroup");
+  std::map<std::string, std::string> paths;
+  std::istringstream lines(cgroups);
+  for (std::string line; std::getline(lines, line);) {
+    size_t first = line.find(':');
+    size_t second = line.find(':', first + 1);
+    std::string controllers = line.substr(first + 1, second - first - 1);
+    std::istringstream names(controllers);
+    for (std::string name; std::getline(names, name, ',');) paths[name] = line.substr(second + 1);
+  }
+  auto read = [&](const std::string& controller, const std::string& file) {
+    fs::path dir = fs::path("/sys/fs/cgroup") / controller;
+    if (!fs::exists(dir / fs::path(paths[controller]).relative_path() / file)) {
+      dir = fs::path("/sys/fs/cgroup") / "cpu,cpuacct";
+    }
+    std::string text =
+        ::imgtool::testing::ReadTestFile(dir / fs::path(paths[controller]).relative_path() / file);
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    return text;
+  };
+  if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+    EXPECT_EQ(read("", "cpu.max"), "50000 100000");
+    EXPECT_EQ(read("", "cpuset.cpus"), "0");
+  } else {
+    ASSERT_NE(paths["cpu"].find(id), std::string::npos) << cgroups;
+    EXPECT_EQ(read("cpu", "cpu.cfs_quota_us"), "50000");
+    EXPECT_EQ(read("cpu", "cpu.cfs_period_us"), "100000");
+    EXPECT_EQ(read("cpu", "cpu.shares"), "512");
+    EXPECT_EQ(read("cpuset", "cpuset.cpus"), "0");
+  }
+  EXPECT_EQ(Probe({"probe", "status", "Cpus_allowed_list"}, {"--cpuset-cpus", "0"}),
+            "Cpus_allowed_list=0\n");
+  EXPECT_EQ(Run({"rm", "-f", id}).exit_code, 0);
+  ExpectError(Run({"run", "--rm", "--net", "none", "--cpus", "-1", "test:latest", "true"}),
+              "--cpus");
+}
+
 // ---- limits ----
 
 TEST_F(RunTest, MemoryLimitEndsWithOomAnd137) {
@@ -373,6 +542,60 @@ TEST_F(RunTest, PtySessionWithDashT) {
                                     "/dev/null"},
                                    "echo from-the-pty-$((6*7))\nexit 5\n");
   EXPECT_NE(shell.out.find("from-the-pty-42"), std::string::npos) << Describe(shell);
+}
+
+TEST_F(RunTest, PtyFollowsWindowResize) {
+  // imgtool on a terminal of its own (session leader, controlling tty): a
+  // resize of that terminal must reach the container's as SIGWINCH.
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0);
+  UniqueFd master_fd(master);
+  ASSERT_EQ(::grantpt(master), 0);
+  ASSERT_EQ(::unlockpt(master), 0);
+  std::string slave_name = ::ptsname(master);
+  struct winsize size {};
+  size.ws_row = 24;
+  size.ws_col = 80;
+  ASSERT_EQ(::ioctl(master, TIOCSWINSZ, &size), 0);
+  std::vector<std::string> args = {::imgtool::testing::ImgtoolBinary(), "--root", Root().string(),
+                                   "run", "--rm", "-it", "--net", "none", "test:latest",
+                                   "probe", "winch"};
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setsid();
+    int slave = ::open(slave_name.c_str(), O_RDWR);  // becomes the controlling terminal
+    if (slave < 0) ::_exit(120);
+    ::dup2(slave, 0);
+    ::dup2(slave, 1);
+    ::dup2(slave, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(121);
+  }
+  std::string out;
+  auto read_until = [&](std::string_view want) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (out.find(want) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      struct pollfd p {master, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buffer[256];
+      ssize_t n = ::read(master, buffer, sizeof(buffer));
+      if (n <= 0) break;
+      out.append(buffer, static_cast<size_t>(n));
+    }
+    return out.find(want) != std::string::npos;
+  };
+  EXPECT_TRUE(read_until("size=24x80 ready")) << out;
+  size.ws_row = 33;
+  size.ws_col = 77;
+  ASSERT_EQ(::ioctl(master, TIOCSWINSZ, &size), 0);
+  EXPECT_TRUE(read_until("resized=33x77")) << out;
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << " " << out;
 }
 
 // ---- filesystem ----

@@ -276,6 +276,17 @@ static int RunOne(int argc, char** argv) {
     printf("got=%d\n", (int)g_signal);
     fflush(stdout);
     exit((int)g_signal);
+  } else if (strcmp(cmd, "winch") == 0) {
+    // The terminal's size, then again after the next SIGWINCH.
+    struct winsize ws = {0};
+    signal(SIGWINCH, OnSignal);
+    ioctl(0, TIOCGWINSZ, &ws);
+    printf("size=%dx%d ready\n", ws.ws_row, ws.ws_col);
+    fflush(stdout);
+    while (g_signal == 0) pause();
+    ioctl(0, TIOCGWINSZ, &ws);
+    printf("resized=%dx%d\n", ws.ws_row, ws.ws_col);
+    fflush(stdout);
   } else if (strcmp(cmd, "alloc") == 0 && argc > 1) {
     long megabytes = atol(argv[1]);
     for (long i = 0; i < megabytes; ++i) {
