@@ -349,8 +349,7 @@ Result<CacheEntry> Builder::CommitLayer(const std::string& active_key, const Sta
   diff.compression = overlay::Compression::kGzip;
   diff.source_date_epoch = Clamp();
   IMGTOOL_ASSIGN_OR_RETURN(overlay::LayerInfo info,
-                           overlay::WriteLayer(upper, *writer, diff).Wrap("write layer"));
-  IMGTOOL_TRY(writer->Commit(info.size, info.digest).Wrap("store layer"));
+                           overlay::WriteLayerToStore(upper, *writer, diff).Wrap("write layer"));
   std::vector<Digest> diff_ids = state.diff_ids;
   diff_ids.push_back(info.diff_id);
   std::string chain = overlay::ChainIds(diff_ids).back().ToString();

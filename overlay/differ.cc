@@ -357,13 +357,31 @@ bool LooksLikeTarHeader(const uint8_t* block) {
 
 }  // namespace
 
-Result<LayerInfo> WriteLayer(const std::filesystem::path& dir, ByteSink& out,
-                             const DiffOptions& options) {
+namespace {
+
+// Counts what passes through to the next sink.
+class CountingSink final : public ByteSink {
+ public:
+  explicit CountingSink(ByteSink& next) : next_(next) {}
+  Status Write(const void* data, size_t size) override {
+    size_ += static_cast<int64_t>(size);
+    return next_.Write(data, size);
+  }
+  int64_t size() const { return size_; }
+
+ private:
+  ByteSink& next_;
+  int64_t size_ = 0;
+};
+
+// The walk, the tar and the compressor; `blob` is the sink the compressed
+// bytes go to. Fills diff_id and media_type.
+Status WriteLayerInto(const std::filesystem::path& dir, ByteSink& blob, const DiffOptions& options,
+                      LayerInfo* info) {
   auto wrap = [&](Error e) { return std::move(e.Wrap("write layer from " + dir.string())); };
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return wrap(ErrnoError("open"));
   UniqueFd root(fd);
-  HashingSink blob(out);
   auto compressor = NewCompressor(ToCompressOptions(options), blob);
   if (!compressor) return wrap(std::move(compressor).error());
   HashingSink tar_bytes(**compressor);
@@ -372,11 +390,31 @@ Result<LayerInfo> WriteLayer(const std::filesystem::path& dir, ByteSink& out,
   if (Status s = walker.WalkRoot(root.get()); !s) return wrap(std::move(s).error());
   if (Status s = tar.Finish(); !s) return wrap(std::move(s).error());
   if (Status s = (*compressor)->Finish(); !s) return wrap(std::move(s).error());
+  info->diff_id = tar_bytes.Finish();
+  info->media_type = std::string(LayerMediaType(options.compression));
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<LayerInfo> WriteLayer(const std::filesystem::path& dir, ByteSink& out,
+                             const DiffOptions& options) {
+  HashingSink blob(out);
   LayerInfo info;
-  info.diff_id = tar_bytes.Finish();
+  IMGTOOL_TRY(WriteLayerInto(dir, blob, options, &info));
   info.digest = blob.Finish();
   info.size = blob.size();
-  info.media_type = std::string(LayerMediaType(options.compression));
+  return info;
+}
+
+Result<LayerInfo> WriteLayerToStore(const std::filesystem::path& dir, store::IngestWriter& writer,
+                                    const DiffOptions& options) {
+  CountingSink blob(writer);
+  LayerInfo info;
+  IMGTOOL_TRY(WriteLayerInto(dir, blob, options, &info));
+  IMGTOOL_TRY(writer.Commit(blob.size(), Digest()).Wrap("store layer"));
+  IMGTOOL_ASSIGN_OR_RETURN(info.digest, writer.digest());
+  info.size = blob.size();
   return info;
 }
 

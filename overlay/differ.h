@@ -12,6 +12,7 @@
 #include "common/digest.h"
 #include "common/error.h"
 #include "overlay/compression.h"
+#include "store/content_store.h"
 
 namespace imgtool::overlay {
 
@@ -44,6 +45,11 @@ struct LayerInfo {
 // there is no entry for `dir` itself. See differ.cc for the exact format.
 Result<LayerInfo> WriteLayer(const std::filesystem::path& dir, ByteSink& out,
                              const DiffOptions& options);
+
+// WriteLayer into a store ingest, which it commits: the blob's digest is the
+// one the ingest computes as it writes, so the blob is hashed once, not twice.
+Result<LayerInfo> WriteLayerToStore(const std::filesystem::path& dir, store::IngestWriter& writer,
+                                    const DiffOptions& options);
 
 // Compresses an existing tar (plain, or gzip/zstd which is decompressed first)
 // from `tar_fd`, computing the diffID over the plain tar. Only compression and

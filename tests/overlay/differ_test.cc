@@ -101,6 +101,33 @@ TEST_F(DifferTest, InfoMatchesTheBytes) {
   }
 }
 
+TEST_F(DifferTest, WriteLayerToStoreCommitsTheSameBlob) {
+  MakeSampleTree();
+  LayerInfo expected;
+  std::string blob = Write(Plain(Compression::kGzip), &expected);
+  auto store = store::LocalContentStore::Open(tmp_->path() / "content");
+  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+  auto writer = (*store)->Writer();
+  ASSERT_TRUE(writer.has_value()) << writer.error().ToString();
+  auto info = WriteLayerToStore(tree_, **writer, Plain(Compression::kGzip));
+  ASSERT_TRUE(info.has_value()) << info.error().ToString();
+  EXPECT_EQ(info->digest, expected.digest);
+  EXPECT_EQ(info->size, expected.size);
+  EXPECT_EQ(info->diff_id, expected.diff_id);
+  EXPECT_EQ(info->media_type, expected.media_type);
+  auto stored = (*store)->ReadBlob(info->digest);
+  ASSERT_TRUE(stored.has_value()) << stored.error().ToString();
+  EXPECT_EQ(*stored, blob);
+  // A failed walk commits nothing.
+  auto other = (*store)->Writer();
+  ASSERT_TRUE(other.has_value());
+  auto missing = WriteLayerToStore(tree_ / "missing", **other, Plain(Compression::kGzip));
+  ASSERT_FALSE(missing.has_value());
+  auto listed = (*store)->List();
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_EQ(listed->size(), 1u);
+}
+
 TEST_F(DifferTest, EntriesAreWalkOrderedWithoutRootEntry) {
   MakeSampleTree();
   std::string tar = Write(Plain());
