@@ -395,6 +395,11 @@ Status Builder::RunInSnapshot(const Step& step, const std::string& prefix, const
   spec.process.user = state.config.config.user;
   std::string network = step.network.empty() ? options_.default_network : step.network;
   IMGTOOL_ASSIGN_OR_RETURN(spec.network.mode, runner::ParseNetworkMode(network));
+  spec.network.bridge_name = options_.bridge_name;
+  spec.network.subnet = options_.bridge_subnet;
+  spec.network.state_dir = options_.network_state_dir.empty()
+                               ? fs::path(runner::kDefaultNetworkStateDir)
+                               : options_.network_state_dir;
   if (step.memory_bytes) spec.resources.memory_bytes = step.memory_bytes;
   if (step.cpus) spec.resources.cpus = step.cpus;
   spec.own_cgroup = !spec.resources.empty();
@@ -487,16 +492,8 @@ Status Builder::CopyInSnapshot(const Step& step, const State& state,
                              MountAll(view, source_dir.path()));
     UniqueFd source_fd(::open(source_dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!source_fd) return ErrnoError("open " + source_dir.path().string());
-    std::vector<CopySource> sources;
-    for (const std::string& pattern : patterns) {
-      IMGTOOL_ASSIGN_OR_RETURN(std::string clean, CleanPathInRoot(pattern));
-      IMGTOOL_ASSIGN_OR_RETURN(
-          UniqueFd probe,
-          SafeOpenAt(source_fd.get(), clean, O_PATH).Wrap("stage " + copy.from + ": " + pattern));
-      struct stat st {};
-      if (::fstat(probe.get(), &st) != 0) return ErrnoError("stat " + pattern);
-      sources.push_back(CopySource{clean, S_ISDIR(st.st_mode)});
-    }
+    IMGTOOL_ASSIGN_OR_RETURN(std::vector<CopySource> sources,
+                             FindRootSources(source_fd.get(), patterns, "stage " + copy.from));
     IMGTOOL_TRY(CopyInto(source_fd.get(), sources, rootfs_fd.get(), dest, meta));
     source_fd.reset();
     for (auto it = source_mounts.rbegin(); it != source_mounts.rend(); ++it) {
@@ -580,7 +577,8 @@ Status Builder::DoStep(const Stage& stage, size_t index, State* state) {
     state->key = KeyOf({{"parent", state->key}, {"step", ExpandVars(description, vars)}});
     history.empty_layer = true;
     state->config.history.push_back(std::move(history));
-    report.cached = true;
+    // Nothing was taken from the cache: the step only changed the config.
+    report.cached = false;
     report.explain = "metadata only";
     reports_.push_back(std::move(report));
     return OkStatus();
@@ -725,7 +723,7 @@ Result<State> Builder::StartFromBase(const Stage& stage, StepReport* report) {
       state.config.variant = platform.variant;
       state.config.config.env = {"PATH=" + std::string(runner::kDefaultPath)};
       state.key = KeyOf({{"base", "scratch"}});
-      report->cached = true;
+      report->cached = false;
       report->explain = "scratch";
       return state;
     }
@@ -995,7 +993,13 @@ std::string FormatSummary(const BuildResult& result) {
   out += line;
   for (const StepReport& step : result.steps) {
     std::string name = (step.stage.empty() ? "" : step.stage + "/") + std::to_string(step.number);
-    std::string time = step.cached ? "-" : [&] {
+    // A metadata step (or a scratch base) makes no layer: neither built nor
+    // taken from the cache.
+    const char* result = step.cached        ? "CACHED"
+                         : step.layer       ? "built"
+                         : step.number == 0 ? "-"
+                                            : "config";
+    std::string time = step.cached || !step.layer ? "-" : [&] {
       char t[32];
       std::snprintf(t, sizeof(t), "%.2fs", step.seconds);
       return std::string(t);
@@ -1012,8 +1016,7 @@ std::string FormatSummary(const BuildResult& result) {
       size = s;
     }
     std::snprintf(line, sizeof(line), "%-6s %-50s %-8s %8s %10s\n", name.c_str(),
-                  Shorten(step.description, 50).c_str(), step.cached ? "CACHED" : "built",
-                  time.c_str(), size.c_str());
+                  Shorten(step.description, 50).c_str(), result, time.c_str(), size.c_str());
     out += line;
   }
   out += "image " + result.config_digest.ToString() + "\n";

@@ -41,6 +41,11 @@ struct BuildOptions {
   bool explain = false;
   // Default network of run steps that name none: "bridge", "none" or "host".
   std::string default_network = "bridge";
+  // Bridge mode: the bridge, its subnet (empty: the runner's defaults) and
+  // the host-wide IPAM dir (empty: runner::kDefaultNetworkStateDir).
+  std::string bridge_name;
+  std::string bridge_subnet;
+  std::filesystem::path network_state_dir;
   // --source-date-epoch; else SOURCE_DATE_EPOCH from `environment_epoch`, the
   // recipe's source_date_epoch, 0.
   std::optional<int64_t> source_date_epoch;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <glob.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -315,6 +316,61 @@ Result<std::vector<CopySource>> FindContextSources(const fs::path& context_dir,
       }
       out.push_back(CopySource{match, S_ISDIR(st.st_mode)});
     }
+  }
+  return out;
+}
+
+Result<std::vector<CopySource>> FindRootSources(int root_fd,
+                                                const std::vector<std::string>& patterns,
+                                                std::string_view what) {
+  std::vector<CopySource> out;
+  for (const std::string& pattern : patterns) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string clean, CleanPathInRoot(pattern));
+    std::vector<std::string> parts;
+    for (size_t start = 0; start < clean.size();) {
+      size_t slash = clean.find('/', start);
+      if (slash == std::string::npos) slash = clean.size();
+      parts.push_back(clean.substr(start, slash - start));
+      start = slash + 1;
+    }
+    std::vector<std::string> matches;
+    // Depth first over the components; a glob component lists its directory.
+    std::function<Status(const std::string&, size_t)> expand = [&](const std::string& prefix,
+                                                                   size_t i) -> Status {
+      if (i == parts.size()) {
+        matches.push_back(prefix);
+        return OkStatus();
+      }
+      if (!HasGlob(parts[i])) return expand(Join(prefix, parts[i]), i + 1);
+      auto dir = SafeOpenAt(root_fd, prefix, O_RDONLY | O_DIRECTORY);
+      if (!dir) return OkStatus();  // not a directory: nothing below it matches
+      IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir->get()));
+      for (const std::string& name : names) {
+        if (::fnmatch(parts[i].c_str(), name.c_str(), FNM_PERIOD) == 0) {
+          IMGTOOL_TRY(expand(Join(prefix, name), i + 1));
+        }
+      }
+      return OkStatus();
+    };
+    IMGTOOL_TRY(expand("", 0));
+    bool globbed = HasGlob(clean);
+    std::vector<CopySource> found;
+    for (const std::string& match : matches) {
+      auto probe = SafeOpenAt(root_fd, match, O_PATH);
+      if (!probe) {
+        // A glob's intermediate match that is not a directory leads nowhere.
+        if (globbed && probe.error().code() == ErrorCode::kNotFound) continue;
+        if (globbed && probe.error().sys_errno() == ENOTDIR) continue;
+        return std::move(probe).error().Wrap(std::string(what) + ": " + pattern);
+      }
+      struct stat st {};
+      if (::fstat(probe->get(), &st) != 0) return ErrnoError(std::string(what) + ": stat " + match);
+      found.push_back(CopySource{match, S_ISDIR(st.st_mode)});
+    }
+    if (found.empty()) {
+      return NotFoundError("\"" + pattern + "\" matches nothing in " + std::string(what));
+    }
+    out.insert(out.end(), found.begin(), found.end());
   }
   return out;
 }

@@ -28,6 +28,15 @@ struct CopySource {
 Result<std::vector<CopySource>> FindContextSources(const std::filesystem::path& context_dir,
                                                    const std::vector<std::string>& patterns);
 
+// Expands `patterns` inside the tree at `root_fd` (another stage's rootfs),
+// globs * ? [..] matched one path component at a time against the sorted
+// entries of each directory, every directory opened inside the root (its
+// symlinks resolve as if the root were "/"). `what` names the tree in errors.
+// A pattern that matches nothing, or a plain path that is missing, is NotFound.
+Result<std::vector<CopySource>> FindRootSources(int root_fd,
+                                                const std::vector<std::string>& patterns,
+                                                std::string_view what);
+
 // Checks that `path` (relative to the context) resolves inside it, following
 // symlinks as the host would.
 Status CheckInsideContext(const std::filesystem::path& context_dir, std::string_view path);

@@ -12,6 +12,7 @@
 #include "builder/builder.h"
 #include "cli/context.h"
 #include "cli/output.h"
+#include "cli/registry_cmd.h"
 #include "common/file_util.h"
 
 namespace imgtool::cli {
@@ -37,6 +38,12 @@ struct BuildFlags {
   bool explain = false;
   bool quiet = false;
   bool verify_reproducible = false;
+  bool push = false;
+  // Registry access, for --push and for pulling a from: image.
+  bool tls_verify = true;
+  std::string cert_dir;
+  std::string authfile;
+  std::string creds;
 };
 
 Result<int64_t> ParseEpoch(std::string_view what, std::string_view text) {
@@ -54,9 +61,14 @@ Status WriteSmallFile(const std::string& path, const std::string& text, std::str
 
 // `from: image` that is not in the store: `imgtool pull` in a child process
 // (its progress on stderr, so that stdout stays the build's).
-Status PullWithImgtool(const Context& context, const std::string& ref) {
+Status PullWithImgtool(const Context& context, const BuildFlags& flags, const std::string& ref) {
   std::string root = context.root.string();
-  std::vector<std::string> args = {"imgtool", "--root", root, "pull", ref};
+  std::vector<std::string> args = {"imgtool", "--root", root, "pull"};
+  if (!flags.tls_verify) args.push_back("--tls-verify=false");
+  if (!flags.cert_dir.empty()) args.insert(args.end(), {"--cert-dir", flags.cert_dir});
+  if (!flags.authfile.empty()) args.insert(args.end(), {"--authfile", flags.authfile});
+  if (!flags.creds.empty()) args.insert(args.end(), {"--creds", flags.creds});
+  args.push_back(ref);
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -87,7 +99,9 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   options.recipe_path = recipe;
   if (!flags.context_dir.empty()) options.context_dir = flags.context_dir;
   options.store_root = context.root;
-  options.pull = [&context](const std::string& ref) { return PullWithImgtool(context, ref); };
+  options.pull = [&context, &flags](const std::string& ref) {
+    return PullWithImgtool(context, flags, ref);
+  };
   options.state_dir = context.StateDir();
   options.tags = flags.tags;
   options.build_args = flags.build_args;
@@ -95,6 +109,17 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   options.no_cache = flags.no_cache;
   options.explain = flags.explain;
   options.default_network = flags.network;
+  // The same bridge settings as imgtool run (a test or a second bridge on one
+  // host overrides them with the environment).
+  if (const char* bridge = std::getenv("IMGTOOL_BRIDGE"); bridge && *bridge) {
+    options.bridge_name = bridge;
+  }
+  if (const char* subnet = std::getenv("IMGTOOL_BRIDGE_SUBNET"); subnet && *subnet) {
+    options.bridge_subnet = subnet;
+  }
+  if (const char* dir = std::getenv("IMGTOOL_NETWORK_STATE_DIR"); dir && *dir) {
+    options.network_state_dir = dir;
+  }
   if (!flags.source_date_epoch.empty()) {
     IMGTOOL_ASSIGN_OR_RETURN(options.source_date_epoch,
                              ParseEpoch("--source-date-epoch", flags.source_date_epoch));
@@ -126,6 +151,24 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
     options.log_fd = log_file.get();
   }
 
+  if (flags.push) {
+    if (flags.verify_reproducible) {
+      return InvalidArgumentError("--push and --verify-reproducible exclude each other");
+    }
+    // Refused before anything is built: an image without a name has nowhere to go.
+    if (flags.tags.empty()) {
+      IMGTOOL_ASSIGN_OR_RETURN(
+          std::string text,
+          ReadFileToString(options.recipe_path, builder::kMaxRecipeSize + 1).Wrap("read recipe"));
+      IMGTOOL_ASSIGN_OR_RETURN(builder::Recipe parsed, builder::ParseRecipe(text, recipe));
+      if (parsed.name.empty() ||
+          (!flags.target.empty() && flags.target != parsed.final_stage().name)) {
+        return InvalidArgumentError(
+            "--push: the image has no name to push to; give -t REGISTRY/NAME[:TAG]");
+      }
+    }
+  }
+
   if (flags.verify_reproducible) {
     IMGTOOL_ASSIGN_OR_RETURN(builder::ReproducibilityReport report,
                              builder::VerifyReproducible(options));
@@ -142,6 +185,25 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   }
 
   IMGTOOL_ASSIGN_OR_RETURN(builder::BuildResult result, builder::Build(options));
+  // --push: every name the image got, each to its own registry, after tagging.
+  std::vector<std::pair<std::string, Digest>> pushed;
+  if (flags.push) {
+    PushImageOptions push;
+    push.quiet = flags.quiet;
+    push.tls_verify = flags.tls_verify;
+    push.cert_dir = flags.cert_dir;
+    push.authfile = flags.authfile;
+    push.creds = flags.creds;
+    for (const std::string& tag : result.tags) {
+      IMGTOOL_ASSIGN_OR_RETURN(store::Reference ref, store::ParseReference(tag));
+      IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImage(context, ref, push).Wrap("--push"));
+      if (!flags.quiet) {
+        std::string line = "pushed " + tag + "@" + digest.ToString() + "\n";
+        (void)WriteAll(json ? STDERR_FILENO : STDOUT_FILENO, line);
+      }
+      pushed.emplace_back(tag, digest);
+    }
+  }
   if (!flags.iidfile.empty()) {
     IMGTOOL_TRY(WriteSmallFile(flags.iidfile, result.config_digest.ToString(), "--iidfile"));
   }
@@ -169,6 +231,11 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
       steps.push_back(std::move(item));
     }
     out["steps"] = std::move(steps);
+    nlohmann::ordered_json pushes = nlohmann::ordered_json::array();
+    for (const auto& [tag, digest] : pushed) {
+      pushes.push_back({{"reference", tag}, {"digest", digest.ToString()}});
+    }
+    out["pushed"] = std::move(pushes);
     IMGTOOL_TRY(PrintJson(out));
   } else if (flags.quiet) {
     IMGTOOL_TRY(PrintOut(result.config_digest.ToString() + "\n"));
@@ -213,6 +280,16 @@ void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistr
   cmd->add_flag("-q,--quiet", flags->quiet, "Print only the image ID");
   cmd->add_flag("--verify-reproducible", flags->verify_reproducible,
                 "Build twice (the second time from nothing) and name every file that differs");
+  cmd->add_flag("--push", flags->push,
+                "After tagging, push the image to the registry of each of its names");
+  cmd->add_flag("--tls-verify", flags->tls_verify,
+                "Verify TLS certificates and require HTTPS for --push and pulled bases "
+                "(default true; --tls-verify=false also allows plain HTTP)");
+  cmd->add_option("--cert-dir", flags->cert_dir,
+                  "Directory of extra CA certificates (*.crt) for --push and pulled bases");
+  cmd->add_option("--authfile", flags->authfile,
+                  "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
+  cmd->add_option("--creds", flags->creds, "USER:PASSWORD for --push and pulled bases");
   registry.Set(cmd, [&context, flags] { return RunBuild(context, *flags); });
 }
 

@@ -308,6 +308,24 @@ struct PushOptions {
   RegistryFlags flags;
 };
 
+Result<Digest> PushImpl(const store::Store& store, const FoundImage& found,
+                        const store::Reference& dest, const PushImageOptions& options,
+                        const RegistryFlags& flags) {
+  registry::PushOptions push;
+  push.jobs = options.jobs;
+  if (found.ref && found.ref->registry() == dest.registry() &&
+      found.ref->repository() != dest.repository()) {
+    push.mount_from = found.ref->repository();
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(dest.registry(), flags, std::nullopt));
+  ProgressPrinter printer(options.quiet, "Pushing");
+  push.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
+  store::Descriptor top = CleanDescriptor(found.image.top);
+  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, registry::Push(store, *client, top, dest, push));
+  printer.Finish();
+  return digest;
+}
+
 Result<int> RunPush(const Context& context, const PushOptions& options) {
   std::string what = "push " + options.image;
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
@@ -322,18 +340,10 @@ Result<int> RunPush(const Context& context, const PushOptions& options) {
   } else {
     return InvalidArgumentError(what + ": give a destination (IMAGE is an ID, not a name)");
   }
-  registry::PushOptions push;
+  PushImageOptions push;
+  push.quiet = options.quiet;
   push.jobs = options.jobs;
-  if (found.ref && found.ref->registry() == dest->registry() &&
-      found.ref->repository() != dest->repository()) {
-    push.mount_from = found.ref->repository();
-  }
-  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(dest->registry(), options.flags, std::nullopt));
-  ProgressPrinter printer(options.quiet, "Pushing");
-  push.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
-  store::Descriptor top = CleanDescriptor(found.image.top);
-  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, registry::Push(*store, *client, top, *dest, push));
-  printer.Finish();
+  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImpl(*store, found, *dest, push, options.flags));
   if (!options.digestfile.empty()) {
     IMGTOOL_TRY(WriteFileAtomic(options.digestfile, digest.ToString()).Wrap("--digestfile"));
   }
@@ -413,6 +423,18 @@ Result<Digest> PullImage(const Context& context, const store::Reference& ref,
   flags.cert_dir = options.cert_dir;
   flags.authfile = options.authfile;
   return PullImpl(context, ref, options, flags);
+}
+
+Result<Digest> PushImage(const Context& context, const store::Reference& ref,
+                         const PushImageOptions& options) {
+  RegistryFlags flags;
+  flags.tls_verify = options.tls_verify;
+  flags.cert_dir = options.cert_dir;
+  flags.authfile = options.authfile;
+  flags.creds = options.creds;
+  IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
+  IMGTOOL_ASSIGN_OR_RETURN(FoundImage found, FindImage(*store, ref.ToString()));
+  return PushImpl(*store, found, ref, options, flags);
 }
 
 void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry) {

@@ -2,99 +2,28 @@
 // every step type, args, multi-stage, the cache, failing steps,
 // reproducibility and the --output formats as podman and skopeo read them.
 // Run steps use --network none unless networking is what is tested.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "common/temp_dir.h"
-#include "tests/support/test_util.h"
+#include "tests/builder/build_fixture.h"
 
 namespace imgtool::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-class BuildTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    IMGTOOL_REQUIRE_ROOT();
-    if (!fs::exists("/bin/busybox")) GTEST_SKIP() << "needs /bin/busybox (busybox-static)";
-    auto dir = TempDir::Create("/var/tmp", "imgtool-build-test-");
-    ASSERT_TRUE(dir.has_value()) << dir.error().ToString();
-    dir_ = std::move(*dir);
-    root_ = dir_->path() / "root";
-    context_ = dir_->path() / "ctx";
-    fs::create_directories(context_);
-    MakeBusyboxTar(context_ / "base.tar");
-  }
-
-  // A rootfs with /bin/busybox, its applets as links, /etc/passwd and /tmp.
-  void MakeBusyboxTar(const fs::path& tar) {
-    fs::path tree = dir_->path() / "busybox-tree";
-    fs::create_directories(tree / "bin");
-    fs::create_directories(tree / "etc");
-    fs::create_directories(tree / "tmp");
-    fs::permissions(tree / "tmp", fs::perms::all | fs::perms::sticky_bit);
-    fs::copy_file("/bin/busybox", tree / "bin/busybox");
-    for (const char* applet : {"sh", "echo", "cat", "ls", "mkdir", "rm", "touch", "id", "stat",
-                               "head", "dd", "env", "pwd", "true", "false", "sleep", "wc"}) {
-      fs::create_symlink("busybox", tree / "bin" / applet);
-    }
-    WriteTestFile(tree / "etc/passwd",
-                  "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n");
-    WriteTestFile(tree / "etc/group", "root:x:0:\nuser:x:1000:\n");
-    auto result = RunCommand({"tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0",
-                              "--numeric-owner", "-C", tree.string(), "-cf", tar.string(), "."});
-    ASSERT_EQ(result.exit_code, 0) << result.err;
-  }
-
-  CommandResult Build(const std::vector<std::string>& args, const fs::path& root = {}) {
-    std::vector<std::string> all = {"build", "--network", "none"};
-    all.insert(all.end(), args.begin(), args.end());
-    return RunImgtool(root.empty() ? root_ : root, all);
-  }
-
-  void WriteRecipe(std::string_view text, const std::string& name = "recipe.yaml") {
-    WriteTestFile(context_ / name, text);
-  }
-
-  nlohmann::json BuildJson(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"--format", "json", (context_ / "recipe.yaml").string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    CommandResult result = Build(args);
-    EXPECT_EQ(result.exit_code, 0) << result.err << result.out;
-    if (result.exit_code != 0) return nlohmann::json::object();
-    return nlohmann::json::parse(result.out);
-  }
-
-  // The image's files, flattened, extracted under a fresh directory.
-  fs::path Export(const std::string& image) {
-    fs::path tar = dir_->path() / ("export-" + std::to_string(++exports_) + ".tar");
-    CommandResult result = RunImgtool(root_, {"export", image, "-o", tar.string()});
-    EXPECT_EQ(result.exit_code, 0) << result.err;
-    fs::path out = dir_->path() / ("export-" + std::to_string(exports_));
-    fs::create_directories(out);
-    auto untar = RunCommand({"tar", "--numeric-owner", "-xpf", tar.string(), "-C", out.string()});
-    EXPECT_EQ(untar.exit_code, 0) << untar.err;
-    return out;
-  }
-
-  nlohmann::json Inspect(const std::string& image) {
-    CommandResult result = RunImgtool(root_, {"inspect", image});
-    EXPECT_EQ(result.exit_code, 0) << result.err;
-    auto json = nlohmann::json::parse(result.out, nullptr, false);
-    return json.is_array() && !json.empty() ? json[0] : json;
-  }
-
-  std::optional<TempDir> dir_;
-  fs::path root_;
-  fs::path context_;
-  int exports_ = 0;
-};
 
 constexpr std::string_view kEveryStep = R"(name: localhost/every:1
 args: { GREETING: hello, WHO: world }
@@ -129,7 +58,8 @@ TEST_F(BuildTest, EveryStepType) {
   CommandResult result =
       Build({(context_ / "recipe.yaml").string(), "--build-arg", "WHO=there", "-t", "extra:tag"});
   ASSERT_EQ(result.exit_code, 0) << result.err << result.out;
-  EXPECT_NE(result.out.find("CACHED"), std::string::npos) << result.out;
+  // A fresh build takes nothing from the cache, metadata steps included.
+  EXPECT_EQ(result.out.find("CACHED"), std::string::npos) << result.out;
 
   fs::path tree = Export("extra:tag");
   EXPECT_EQ(ReadTestFile(tree / "greeting"), "hello there\n");
@@ -244,6 +174,331 @@ steps:
   EXPECT_EQ(no_cache["digest"], third["digest"]);
 }
 
+// The layer steps' cached flags of a --format json build, in order.
+std::vector<bool> LayerCached(const nlohmann::json& json) {
+  std::vector<bool> out;
+  for (const auto& step : json["steps"]) {
+    if (step["layer"].get<bool>()) out.push_back(step["cached"].get<bool>());
+  }
+  return out;
+}
+
+TEST_F(BuildTest, MetadataStepsDoNotBreakTheCache) {
+  constexpr std::string_view kRecipe = R"(args: { DIR: /srv }
+from: { rootfs: base.tar }
+steps:
+  - run: echo one > /one
+  - label: { org.example.a: b }
+  - env: { X: "${DIR}" }
+  - copy: { src: a.txt, dest: /a.txt }
+  - workdir: ${DIR}
+  - user: "0:0"
+  - shell: [/bin/sh, -c]
+  - copy: { src: b.txt, dest: /b.txt }
+  - run: cat /a.txt /b.txt > ab && echo $X > x
+)";
+  WriteRecipe(kRecipe);
+  WriteTestFile(context_ / "a.txt", "a1\n");
+  WriteTestFile(context_ / "b.txt", "b1\n");
+  // base, run, copy a, copy b, run
+  nlohmann::json first = BuildJson({"-t", "meta:1"});
+  EXPECT_EQ(LayerCached(first), (std::vector<bool>{false, false, false, false, false}));
+  nlohmann::json second = BuildJson({"-t", "meta:1", "--explain"});
+  EXPECT_EQ(LayerCached(second), (std::vector<bool>{true, true, true, true, true}))
+      << second.dump(1);
+  EXPECT_EQ(first["digest"], second["digest"]);
+  for (const auto& step : second["steps"]) {
+    if (!step["layer"].get<bool>() && step["step"].get<int>() > 0) {
+      EXPECT_FALSE(step["cached"].get<bool>()) << step;
+      EXPECT_EQ(step["explain"], "metadata only") << step;
+    }
+  }
+
+  // One copied file before the metadata steps changes: it and every later
+  // layer rebuild, across the metadata steps; earlier ones stay.
+  WriteTestFile(context_ / "a.txt", "a2\n");
+  nlohmann::json changed_a = BuildJson({"-t", "meta:1"});
+  EXPECT_EQ(LayerCached(changed_a), (std::vector<bool>{true, true, false, false, false}));
+  EXPECT_EQ(ReadTestFile(Export("meta:1") / "srv/ab"), "a2\nb1\n");
+  // Back to the old content: every layer is in the cache again.
+  WriteTestFile(context_ / "a.txt", "a1\n");
+  nlohmann::json back = BuildJson({"-t", "meta:1"});
+  EXPECT_EQ(LayerCached(back), (std::vector<bool>{true, true, true, true, true}));
+  EXPECT_EQ(back["digest"], first["digest"]);
+  // A file after the metadata steps: only its step and the last one.
+  WriteTestFile(context_ / "b.txt", "b2\n");
+  nlohmann::json changed_b = BuildJson({"-t", "meta:1"});
+  EXPECT_EQ(LayerCached(changed_b), (std::vector<bool>{true, true, true, false, false}));
+  // A metadata step's own value is part of what follows: an arg the env step
+  // uses rebuilds every layer after that step.
+  nlohmann::json other_dir = BuildJson({"-t", "meta:2", "--build-arg", "DIR=/opt"});
+  EXPECT_EQ(LayerCached(other_dir), (std::vector<bool>{true, true, false, false, false}));
+  EXPECT_EQ(ReadTestFile(Export("meta:2") / "opt/x"), "/opt\n");
+}
+
+// The summary's line for the step described as `description`.
+std::string SummaryLine(const std::string& out, const std::string& description) {
+  size_t summary = out.find("STEP   DESCRIPTION");
+  if (summary == std::string::npos) return "";
+  size_t at = out.find(" " + description, summary);
+  if (at == std::string::npos) return "";
+  size_t begin = out.rfind('\n', at) + 1;
+  return out.substr(begin, out.find('\n', at) - begin);
+}
+
+TEST_F(BuildTest, SummarySaysCachedOnlyForLayersFromTheCache) {
+  WriteRecipe(R"(from: scratch
+steps:
+  - copy: { src: base.tar, dest: /base.tar }
+  - workdir: /app
+  - env: { A: b }
+)");
+  CommandResult fresh = Build({(context_ / "recipe.yaml").string()});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err << fresh.out;
+  EXPECT_EQ(fresh.out.find("CACHED"), std::string::npos) << fresh.out;
+  std::string workdir = SummaryLine(fresh.out, "WORKDIR /app");
+  EXPECT_NE(workdir.find(" config "), std::string::npos) << fresh.out;
+  EXPECT_NE(SummaryLine(fresh.out, "ENV A=b").find(" config "), std::string::npos) << fresh.out;
+  EXPECT_NE(SummaryLine(fresh.out, "COPY base.tar").find(" built "), std::string::npos)
+      << fresh.out;
+  EXPECT_EQ(SummaryLine(fresh.out, "FROM scratch").find("CACHED"), std::string::npos) << fresh.out;
+
+  CommandResult again = Build({(context_ / "recipe.yaml").string()});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(SummaryLine(again.out, "COPY base.tar").find(" CACHED "), std::string::npos)
+      << again.out;
+  EXPECT_NE(SummaryLine(again.out, "WORKDIR /app").find(" config "), std::string::npos)
+      << again.out;
+}
+
+TEST_F(BuildTest, StageCopiesTakeGlobsInsideTheStage) {
+  WriteRecipe(R"(stages:
+  build:
+    from: { rootfs: base.tar }
+    steps:
+      - run: >-
+          mkdir -p /out/sub /out/skip && echo a > /out/a.txt && echo b > /out/b.txt &&
+          echo c > /out/c.bin && echo hidden > /out/.h.txt && echo d > /out/sub/d.txt &&
+          echo e > /out/skip/e.bin && ln -s /etc/passwd /out/link.txt
+from: scratch
+steps:
+  - copy: { src: "/out/*.txt", dest: /txt/, from: build }
+  - copy: { src: ["/out/*/d.txt", "/out/[s]ub"], dest: /deep/, from: build }
+)");
+  CommandResult result = Build({(context_ / "recipe.yaml").string(), "-t", "globs:1"});
+  ASSERT_EQ(result.exit_code, 0) << result.err << result.out;
+  fs::path tree = Export("globs:1");
+  EXPECT_EQ(ReadTestFile(tree / "txt/a.txt"), "a\n");
+  EXPECT_EQ(ReadTestFile(tree / "txt/b.txt"), "b\n");
+  EXPECT_FALSE(fs::exists(tree / "txt/c.bin"));
+  EXPECT_FALSE(fs::exists(tree / "txt/.h.txt"));  // * does not match a leading dot
+  // The absolute symlink resolves inside the stage (its /etc/passwd, not the host's).
+  EXPECT_EQ(ReadTestFile(tree / "txt/link.txt"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n");
+  EXPECT_EQ(ReadTestFile(tree / "deep/d.txt"), "d\n");
+  EXPECT_FALSE(fs::exists(tree / "deep/e.bin"));
+
+  WriteRecipe(R"(stages:
+  build:
+    from: { rootfs: base.tar }
+    steps:
+      - run: mkdir /out
+from: scratch
+steps:
+  - copy: { src: "/out/*.txt", dest: /txt/, from: build }
+)");
+  CommandResult none = Build({(context_ / "recipe.yaml").string()});
+  EXPECT_EQ(none.exit_code, 125);
+  EXPECT_NE(none.err.find("step 1 (COPY --from=build /out/*.txt /txt/, "), std::string::npos)
+      << none.err;
+  EXPECT_NE(none.err.find("\"/out/*.txt\" matches nothing in stage build"), std::string::npos)
+      << none.err;
+}
+
+TEST_F(BuildTest, CacheMountPersistsAcrossBuildsAndStaysOutOfLayers) {
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: echo run >> /var/cache/app/runs && wc -l < /var/cache/app/runs > /seen
+    mounts:
+      - { type: cache, target: /var/cache/app }
+)");
+  ASSERT_EQ(Build({(context_ / "recipe.yaml").string(), "-t", "cm:1"}).exit_code, 0);
+  fs::path first = Export("cm:1");
+  EXPECT_EQ(ReadTestFile(first / "seen"), "1\n");
+  EXPECT_FALSE(fs::exists(first / "var/cache/app/runs"));
+  CommandResult again = Build({(context_ / "recipe.yaml").string(), "-t", "cm:1", "--no-cache"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  fs::path second = Export("cm:1");
+  EXPECT_EQ(ReadTestFile(second / "seen"), "2\n");  // the first build's file was there
+  EXPECT_FALSE(fs::exists(second / "var/cache/app"));
+}
+
+TEST_F(BuildTest, BindMountIsReadOnlyFromTheContext) {
+  WriteTestFile(context_ / "src/input", "from the context\n");
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: >-
+      cat /src/input > /copied &&
+      if touch /src/new 2>/dev/null; then echo writable > /rw; else echo read-only > /rw; fi
+    mounts:
+      - { type: bind, source: src, target: /src }
+)");
+  CommandResult result = Build({(context_ / "recipe.yaml").string(), "-t", "bind:1"});
+  ASSERT_EQ(result.exit_code, 0) << result.err << result.out;
+  fs::path tree = Export("bind:1");
+  EXPECT_EQ(ReadTestFile(tree / "copied"), "from the context\n");
+  EXPECT_EQ(ReadTestFile(tree / "rw"), "read-only\n");
+  EXPECT_FALSE(fs::exists(context_ / "src/new"));
+  EXPECT_FALSE(fs::exists(tree / "src"));  // the mount point is not part of the layer
+
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: "true"
+    mounts:
+      - { type: bind, source: ../outside, target: /x }
+)");
+  CommandResult outside = Build({(context_ / "recipe.yaml").string()});
+  EXPECT_EQ(outside.exit_code, 125);
+  EXPECT_NE(outside.err.find("recipe.yaml:5:"), std::string::npos) << outside.err;
+}
+
+TEST_F(BuildTest, MemoryLimitFailsAStepThatAllocatesMore) {
+  // dd reads 96 MiB from /dev/zero into one buffer: every page is touched.
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: dd if=/dev/zero of=/dev/null bs=96M count=1 && echo fits > /fits
+    memory: 256m
+  - run: dd if=/dev/zero of=/dev/null bs=96M count=1 && echo fits > /fits2
+    memory: 32m
+)");
+  CommandResult result = Build({(context_ / "recipe.yaml").string()});
+  EXPECT_EQ(result.exit_code, 125) << result.out;
+  EXPECT_NE(result.err.find("step 2 (RUN dd if=/dev/zero"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("exit code 137"), std::string::npos) << result.err;
+  // The first step, under a limit it fits in, was built and cached.
+  EXPECT_NE(result.out.find("[1/2] done"), std::string::npos) << result.out;
+}
+
+// The step's cgroup is not visible inside it (a cgroup namespace and no
+// cgroupfs), so the test finds it on the host while the step sleeps:
+// <root>/imgtool/build-* with a CPU quota (v1 cpu.cfs_quota_us, v2 cpu.max).
+std::string FindBuildCpuQuota() {
+  for (const char* root : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu",
+                           "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    std::error_code ec;
+    fs::path parent = fs::path(root) / "imgtool";
+    for (const auto& entry : fs::directory_iterator(parent, ec)) {
+      if (!entry.path().filename().string().starts_with("build-")) continue;
+      for (const char* file : {"cpu.cfs_quota_us", "cpu.max"}) {
+        std::error_code exists;
+        if (!fs::exists(entry.path() / file, exists)) continue;
+        std::string quota = ReadTestFile(entry.path() / file);
+        if (quota.starts_with("50000")) return quota;
+      }
+    }
+  }
+  return "";
+}
+
+TEST_F(BuildTest, CpusLimitSetsTheStepsCpuQuota) {
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: sleep 3 && echo slept > /slept
+    cpus: "0.5"
+)");
+  CommandResult result;
+  std::thread build([&] { result = Build({(context_ / "recipe.yaml").string(), "-t", "cpus:1"}); });
+  std::string quota;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (quota.empty() && std::chrono::steady_clock::now() < deadline) {
+    quota = FindBuildCpuQuota();
+    if (quota.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  build.join();
+  ASSERT_EQ(result.exit_code, 0) << result.err << result.out;
+  // 0.5 CPU = 50 ms of each 100 ms period.
+  EXPECT_TRUE(quota == "50000\n" || quota == "50000 100000\n") << "quota: \"" << quota << "\"";
+  EXPECT_EQ(ReadTestFile(Export("cpus:1") / "slept"), "slept\n");
+}
+
+// A TCP server on `address`:port that answers each of (at most) `count`
+// connections with `reply` and stops; bounded in time.
+class OneShotServer {
+ public:
+  OneShotServer(const std::string& address, std::string reply) : reply_(std::move(reply)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1) return;
+    socklen_t len = sizeof(addr);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 60000) != 1) return;
+      int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) return;
+      (void)!::write(conn, reply_.data(), reply_.size());
+      ::close(conn);
+      accepted_ = true;
+    });
+  }
+  ~OneShotServer() {
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int port() const { return port_; }
+  bool accepted() const { return accepted_; }
+
+ private:
+  std::string reply_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> accepted_{false};
+  std::thread thread_;
+};
+
+TEST_F(BuildTest, BridgeNetworkStepReachesTheHostThroughTheBridge) {
+  // The first bridge step shows its interface and route (and brings the
+  // bridge up); the test then listens on the bridge's own address (the
+  // step's gateway), which a second step reaches. No traffic leaves the host.
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: ip -4 addr show eth0 > /addr && ip route > /route
+    network: bridge
+)");
+  CommandResult first = Build({(context_ / "recipe.yaml").string(), "-t", "net:1"});
+  ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+  fs::path tree = Export("net:1");
+  EXPECT_NE(ReadTestFile(tree / "addr").find("inet "), std::string::npos)
+      << ReadTestFile(tree / "addr");
+  std::string route = ReadTestFile(tree / "route");
+  size_t via = route.find("default via ");
+  ASSERT_NE(via, std::string::npos) << route;
+  std::string gateway = route.substr(via + 12, route.find(' ', via + 12) - (via + 12));
+  EXPECT_NE(route.find("dev eth0"), std::string::npos) << route;
+
+  OneShotServer server(gateway, "hello over the bridge\n");
+  ASSERT_NE(server.port(), 0) << "could not listen on " << gateway;
+  WriteRecipe(R"(args: { GW: "", PORT: "" }
+from: { rootfs: base.tar }
+steps:
+  - run: nc -w 10 "$GW" "$PORT" < /dev/null > /got
+    network: bridge
+)");
+  CommandResult second =
+      Build({(context_ / "recipe.yaml").string(), "-t", "net:2", "--build-arg", "GW=" + gateway,
+             "--build-arg", "PORT=" + std::to_string(server.port())});
+  ASSERT_EQ(second.exit_code, 0) << second.err << second.out;
+  EXPECT_TRUE(server.accepted());
+  EXPECT_EQ(ReadTestFile(Export("net:2") / "got"), "hello over the bridge\n");
+}
+
 TEST_F(BuildTest, FailingStepTagsNothingAndKeepsEarlierSteps) {
   WriteRecipe(R"(name: localhost/fails:1
 from: { rootfs: base.tar }
@@ -347,6 +602,25 @@ steps:
   CommandResult verify = Build({(context_ / "recipe.yaml").string(), "--verify-reproducible"});
   EXPECT_EQ(verify.exit_code, 1) << verify.err << verify.out;
   EXPECT_NE(verify.out.find("layer 2: random: content"), std::string::npos) << verify.out;
+
+  // Mode and owner: the step depends on its cache mount, which the first
+  // build (without cache, so the step runs) finds filled by an earlier build
+  // and the second (a store of its own) finds empty.
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: >-
+      if [ -e /c/seen ]; then echo warm > /f && chmod 600 /f && chown 1000:1000 /f;
+      else echo cold > /f; fi; touch /c/seen
+    mounts: [{ type: cache, target: /c }]
+)");
+  ASSERT_EQ(Build({(context_ / "recipe.yaml").string()}).exit_code, 0);
+  CommandResult modes =
+      Build({(context_ / "recipe.yaml").string(), "--verify-reproducible", "--no-cache"});
+  EXPECT_EQ(modes.exit_code, 1) << modes.err << modes.out;
+  EXPECT_NE(modes.out.find("NOT reproducible: sha256:"), std::string::npos) << modes.out;
+  EXPECT_NE(modes.out.find("layer 2: f: content, mode 0600 vs 0644, owner 1000:1000 vs 0:0"),
+            std::string::npos)
+      << modes.out;
 }
 
 TEST_F(BuildTest, OutputsLoadInSkopeoAndPodman) {
@@ -363,12 +637,21 @@ config:
   fs::path layout = dir_->path() / "layout";
   fs::path rootfs = dir_->path() / "rootfs.tar";
   fs::path iid = dir_->path() / "iid";
-  CommandResult result = Build(
-      {(context_ / "recipe.yaml").string(), "--output", "oci-archive=" + oci.string(), "--output",
-       "docker-archive=" + docker.string(), "--output", "oci-dir=" + layout.string(), "--output",
-       "rootfs.tar=" + rootfs.string(), "--iidfile", iid.string()});
+  fs::path digest = dir_->path() / "digest";
+  CommandResult result =
+      Build({(context_ / "recipe.yaml").string(), "--output", "oci-archive=" + oci.string(),
+             "--output", "docker-archive=" + docker.string(), "--output",
+             "oci-dir=" + layout.string(), "--output", "rootfs.tar=" + rootfs.string(), "--iidfile",
+             iid.string(), "--digest-file", digest.string()});
   ASSERT_EQ(result.exit_code, 0) << result.err;
+  // --iidfile holds the config digest, --digest-file the manifest's.
   std::string id = ReadTestFile(iid);
+  nlohmann::json image = Inspect("localhost/out:1");
+  EXPECT_EQ(image.value("Id", ""), id);
+  EXPECT_EQ(image.value("Digest", ""), ReadTestFile(digest));
+  CommandResult layout_inspect = RunCommand({"skopeo", "inspect", "oci:" + layout.string()});
+  ASSERT_EQ(layout_inspect.exit_code, 0) << layout_inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(layout_inspect.out).value("Digest", ""), ReadTestFile(digest));
   for (const std::string& ref : {"oci-archive:" + oci.string(), "docker-archive:" + docker.string(),
                                  "oci:" + layout.string()}) {
     CommandResult inspect = RunCommand({"skopeo", "inspect", "--config", ref});
@@ -407,7 +690,6 @@ config:
   EXPECT_EQ(run.out, "from-imgtool\n");
   CommandResult oci_load = podman_cmd({"load", "-i", oci.string()});
   EXPECT_EQ(oci_load.exit_code, 0) << oci_load.err;
-  (void)id;
 }
 
 TEST_F(BuildTest, ImageBaseFromTheStoreAndMissingImage) {

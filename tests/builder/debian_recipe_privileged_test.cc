@@ -1,10 +1,12 @@
 // Builds the default recipe (recipes/debian-hello.yaml) end to end: mmdebstrap
 // fetches bookworm from its default mirror (network needed), then the image
-// runs. Also builds recipes/busybox/recipe.yaml, which needs no network.
+// runs, then builds it again in another store root and gets the same digest.
+// Also builds recipes/busybox/recipe.yaml, which needs no network.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/temp_dir.h"
@@ -74,8 +76,10 @@ TEST(RecipesTest, DefaultDebianRecipeBuildsAndRuns) {
   auto dir = TempDir::Create("/var/tmp", "imgtool-debian-test-");
   ASSERT_TRUE(dir.has_value());
   fs::path root = dir->path() / "root";
+  fs::path recipe = Sources() / "recipes/debian-hello.yaml";
+  fs::path digest = dir->path() / "digest";
   CommandResult build =
-      RunImgtool(root, {"build", (Sources() / "recipes/debian-hello.yaml").string()});
+      RunImgtool(root, {"build", "--digest-file", digest.string(), recipe.string()});
   ASSERT_EQ(build.exit_code, 0) << build.err << build.out;
   CommandResult run = RunImage(root, dir->path(), "localhost/debian-hello:latest");
   EXPECT_EQ(run.exit_code, 0) << run.err;
@@ -83,10 +87,33 @@ TEST(RecipesTest, DefaultDebianRecipeBuildsAndRuns) {
   EXPECT_NE(run.out.find("Debian GNU/Linux 12 (bookworm)"), std::string::npos) << run.out;
 
   // The base is cached: a second build bootstraps nothing and gives the same image.
-  CommandResult again = RunImgtool(
-      root, {"build", "--format", "json", (Sources() / "recipes/debian-hello.yaml").string()});
+  CommandResult again = RunImgtool(root, {"build", "--format", "json", recipe.string()});
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_EQ(again.out.find("\"cached\":false"), std::string::npos) << again.out;
+  auto json = nlohmann::json::parse(again.out, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << again.out;
+  for (const auto& step : json["steps"]) {
+    if (step["layer"].get<bool>()) {
+      EXPECT_TRUE(step["cached"].get<bool>()) << step;
+    }
+  }
+  EXPECT_EQ(json["digest"].get<std::string>(), ReadTestFile(digest));
+
+  // Reproducible: another store root, later, bootstraps again (mmdebstrap,
+  // the mirror serving the same package versions) and gets the same digest.
+  fs::path root2 = dir->path() / "root2";
+  fs::path digest2 = dir->path() / "digest2";
+  CommandResult second =
+      RunImgtool(root2, {"build", "--digest-file", digest2.string(), recipe.string()});
+  ASSERT_EQ(second.exit_code, 0) << second.err << second.out;
+  EXPECT_NE(second.out.find("FROM debootstrap bookworm (minbase)"), std::string::npos);
+  if (ReadTestFile(digest) != ReadTestFile(digest2)) {
+    // Which layer differs: `imgtool build --verify-reproducible` names the files.
+    ADD_FAILURE() << "not reproducible: " << ReadTestFile(digest) << " vs " << ReadTestFile(digest2)
+                  << "\nfirst: "
+                  << RunImgtool(root, {"inspect", "localhost/debian-hello:latest"}).out
+                  << "\nsecond: "
+                  << RunImgtool(root2, {"inspect", "localhost/debian-hello:latest"}).out;
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 namespace imgtool::builder {
@@ -199,6 +200,22 @@ TEST(RecipeTest, RefusesAliasBombs) {
   bomb += "from: scratch\n";
   std::string error = ErrorOf(bomb);
   EXPECT_NE(error.find("aliases; refusing"), std::string::npos) << error;
+}
+
+TEST(RecipeTest, RefusesAliasBombsUnderTheAliasLimit) {
+  // 30 levels of two aliases each: 60 aliases, 2^30 nodes once expanded.
+  std::string bomb = "l0: &l0 [x, x]\n";
+  for (int i = 1; i <= 30; ++i) {
+    std::string prev = "l" + std::to_string(i - 1);
+    std::string name = "l" + std::to_string(i);
+    bomb += name + ": &" + name + " [*" + prev + ", *" + prev + "]\n";
+  }
+  bomb += "from: scratch\n";
+  auto started = std::chrono::steady_clock::now();
+  std::string error = ErrorOf(bomb);
+  EXPECT_NE(error.find("YAML nodes after alias expansion; refusing it"), std::string::npos)
+      << error;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
 }
 
 TEST(RecipeTest, RefusesOversizedRecipes) {

@@ -18,6 +18,7 @@
 #include "store/store.h"
 #include "tests/cli/cli_fixture.h"
 #include "tests/cli/image_builder.h"
+#include "tests/support/registry_process.h"
 #include "tests/support/test_util.h"
 
 namespace imgtool::registry {
@@ -26,83 +27,10 @@ namespace {
 namespace fs = std::filesystem;
 using cli::testing::Describe;
 using ::imgtool::testing::CommandResult;
+using ::imgtool::testing::RegistryProcess;
+using ::imgtool::testing::StartRegistry;
 using ::imgtool::testing::RunCommand;
 using ::imgtool::testing::WriteTestFile;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-bool Listening(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// One docker-registry process, killed with the object.
-class RegistryProcess {
- public:
-  RegistryProcess(const fs::path& dir, bool tls) : dir_(dir) {
-    fs::create_directories(dir / "data");
-    port_ = FreePort();
-    std::string config =
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-        "storage:\n  filesystem:\n    rootdirectory: " +
-        (dir / "data").string() +
-        "\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port_) +
-        "\n  secret: imgtool-test\n";
-    if (tls) {
-      config += "  tls:\n    certificate: " + (dir / "server.crt").string() +
-                "\n    key: " + (dir / "server.key").string() + "\n";
-      config +=
-          "auth:\n  htpasswd:\n    realm: imgtool-test\n    path: " + (dir / "htpasswd").string() +
-          "\n";
-    }
-    WriteTestFile(dir / "config.yml", config);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int null = ::open("/dev/null", O_WRONLY);
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-      ::execl("/usr/bin/docker-registry", "docker-registry", "serve", (dir / "config.yml").c_str(),
-              nullptr);
-      ::_exit(127);
-    }
-    for (int i = 0; i < 200 && !Listening(port_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-  }
-  ~RegistryProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  int port() const { return port_; }
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
-  bool up() const { return Listening(port_); }
-
- private:
-  fs::path dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
 
 bool Run(const std::vector<std::string>& argv) {
   CommandResult r = RunCommand(argv);
@@ -136,10 +64,8 @@ class DistributionTest : public cli::testing::CliTest {
     ::setenv("DOCKER_CONFIG", (Work() / "docker").c_str(), 1);
     // A free port can be taken by another test between the probe and the
     // registry's bind: try a few.
-    for (int attempt = 0; attempt < 3 && (!plain_ || !plain_->up()); ++attempt) {
-      plain_ = std::make_unique<RegistryProcess>(Work() / "plain", false);
-    }
-    ASSERT_TRUE(plain_->up()) << "docker-registry did not start";
+    plain_ = StartRegistry(Work() / "plain", false);
+    ASSERT_NE(plain_, nullptr) << "docker-registry did not start";
   }
 
   void StartTls() {
@@ -151,10 +77,8 @@ class DistributionTest : public cli::testing::CliTest {
     CommandResult r = RunCommand({"htpasswd", "-Bbn", "alice", "s3cret"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
     WriteTestFile(dir / "htpasswd", r.out);
-    for (int attempt = 0; attempt < 3 && (!tls_ || !tls_->up()); ++attempt) {
-      tls_ = std::make_unique<RegistryProcess>(dir, true);
-    }
-    ASSERT_TRUE(tls_->up()) << "docker-registry (TLS) did not start";
+    tls_ = StartRegistry(dir, true);
+    ASSERT_NE(tls_, nullptr) << "docker-registry (TLS) did not start";
     cert_dir_ = (dir / "certs").string();
   }
 

@@ -1,0 +1,89 @@
+// imgtool build --push against a real docker-registry on a loopback port: the
+// image goes to the registry of each of its names after tagging, and pulls
+// back with the same digest.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "tests/builder/build_fixture.h"
+#include "tests/support/registry_process.h"
+
+namespace imgtool::testing {
+namespace {
+
+class BuildPushTest : public BuildTest {
+ protected:
+  void SetUp() override {
+    IMGTOOL_REQUIRE_COMMAND("docker-registry");
+    BuildTest::SetUp();
+    if (IsSkipped()) return;
+    // Credentials files of the user running the tests stay out of it.
+    ::setenv("XDG_CONFIG_HOME", (dir_->path() / "config").c_str(), 1);
+    ::setenv("DOCKER_CONFIG", (dir_->path() / "docker").c_str(), 1);
+    registry_ = StartRegistry(dir_->path() / "registry", false);
+    ASSERT_NE(registry_, nullptr) << "docker-registry did not start";
+  }
+
+  std::unique_ptr<RegistryProcess> registry_;
+};
+
+TEST_F(BuildPushTest, PushSendsEveryTagAfterTagging) {
+  WriteRecipe(R"(from: { rootfs: base.tar }
+steps:
+  - run: echo pushed-by-build > /greeting
+config:
+  cmd: [/bin/cat, /greeting]
+)");
+  std::string one = registry_->host() + "/built/app:1";
+  std::string two = registry_->host() + "/built/other:2";
+  fs::path digest_file = dir_->path() / "digest";
+  CommandResult result =
+      Build({(context_ / "recipe.yaml").string(), "-t", one, "-t", two, "--push",
+             "--tls-verify=false", "--digest-file", digest_file.string(), "--format", "json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err << result.out;
+  std::string digest = ReadTestFile(digest_file);
+  auto json = nlohmann::json::parse(result.out);
+  ASSERT_EQ(json["pushed"].size(), 2u) << result.out;
+  EXPECT_EQ(json["pushed"][0]["reference"], one);
+  EXPECT_EQ(json["pushed"][0]["digest"], digest);
+  EXPECT_EQ(json["pushed"][1]["reference"], two);
+  EXPECT_NE(result.err.find("pushed " + one + "@" + digest), std::string::npos) << result.err;
+
+  // Another store pulls both names and gets the image the build made.
+  fs::path root2 = dir_->path() / "root2";
+  for (const std::string& ref : {one, two}) {
+    CommandResult pull = RunImgtool(root2, {"pull", "-q", "--tls-verify=false", ref});
+    ASSERT_EQ(pull.exit_code, 0) << ref << ": " << pull.err;
+    CommandResult inspect = RunImgtool(root2, {"inspect", "--format", "json", ref});
+    EXPECT_NE(inspect.out.find(digest), std::string::npos) << inspect.out;
+  }
+  if (HaveCommand("skopeo")) {
+    CommandResult inspect =
+        RunCommand({"skopeo", "inspect", "--tls-verify=false", "docker://" + one});
+    ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+    EXPECT_EQ(nlohmann::json::parse(inspect.out).value("Digest", ""), digest);
+  }
+}
+
+TEST_F(BuildPushTest, PushWithoutANameIsRefusedBeforeBuilding) {
+  WriteRecipe("from: { rootfs: base.tar }\nsteps:\n  - run: echo should-not-run\n");
+  CommandResult result = Build({(context_ / "recipe.yaml").string(), "--push"});
+  EXPECT_EQ(result.exit_code, 125);
+  EXPECT_NE(result.err.find("--push: the image has no name to push to"), std::string::npos)
+      << result.err;
+  EXPECT_EQ(result.out.find("should-not-run"), std::string::npos) << result.out;
+}
+
+TEST_F(BuildPushTest, FailedPushNamesTheTag) {
+  WriteRecipe("from: { rootfs: base.tar }\n");
+  // HTTPS to a plain-HTTP registry fails; the image stays tagged in the store.
+  std::string ref = registry_->host() + "/built/tls:1";
+  CommandResult result = Build({(context_ / "recipe.yaml").string(), "-t", ref, "--push"});
+  EXPECT_EQ(result.exit_code, 125) << result.out;
+  EXPECT_NE(result.err.find("--push: push " + ref), std::string::npos) << result.err;
+  EXPECT_EQ(RunImgtool(root_, {"inspect", ref}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace imgtool::testing
