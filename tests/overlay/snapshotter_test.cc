@@ -562,5 +562,44 @@ TEST_F(OverlaySnapshotterTest, OverlayMountsCarryTheSafeUpperOptions) {
   }
 }
 
+// A writable layer kept outside the snapshotter (an --rm container's): the
+// mounts name the caller's dirs over the chain, and nothing is recorded.
+TEST_F(OverlaySnapshotterTest, MountsOverUsesTheCallersDirsAndRecordsNothing) {
+  ASSERT_TRUE(CommitLayer("l1", "", {{"layer", "1"}}));
+  ASSERT_TRUE(CommitLayer("l2", "l1", {{"layer", "2"}}));
+  std::string metadata_before = ReadTestFile(root() / "metadata.json");
+  fs::path upper = dir_->path() / "c" / "upper";
+  fs::path work = dir_->path() / "c" / "work";
+  auto mounts = snapshotter_->MountsOver("l2", upper, work);
+  ASSERT_TRUE(mounts) << mounts.error().ToString();
+  ASSERT_EQ(mounts->size(), 1u);
+  const Mount& mount = (*mounts)[0];
+  EXPECT_EQ(mount.type, "overlay");
+  std::vector<std::string> lowers = LowerDirs(mount);
+  ASSERT_EQ(lowers.size(), 2u);
+  EXPECT_EQ(ReadTestFile(fs::path(lowers[0]) / "layer"), "2");
+  EXPECT_EQ(ReadTestFile(fs::path(lowers[1]) / "layer"), "1");
+  EXPECT_TRUE(HasOption(mount, "upperdir=" + upper.string()));
+  EXPECT_TRUE(HasOption(mount, "workdir=" + work.string()));
+  EXPECT_TRUE(HasOption(mount, "index=off"));
+  EXPECT_EQ(ReadTestFile(root() / "metadata.json"), metadata_before);
+
+  auto bare = snapshotter_->MountsOver("", upper, work);
+  ASSERT_TRUE(bare);
+  EXPECT_EQ((*bare)[0].type, "bind");
+  EXPECT_EQ((*bare)[0].source, upper.string());
+
+  auto missing = snapshotter_->MountsOver("nope", upper, work);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(snapshotter_->Prepare("active", "l2"));
+  auto active = snapshotter_->MountsOver("active", upper, work);
+  ASSERT_FALSE(active);
+  EXPECT_EQ(active.error().code(), ErrorCode::kFailedPrecondition);
+  auto colon = snapshotter_->MountsOver("l2", dir_->path() / "a:b", work);
+  ASSERT_FALSE(colon);
+  EXPECT_EQ(colon.error().code(), ErrorCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace imgtool::overlay
