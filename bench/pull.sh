@@ -6,10 +6,14 @@
 # And push: imgtool push vs skopeo copy oci:... docker://... of the same image.
 # Images: the Debian bookworm minbase (1 layer), the same tree split into 5 layers,
 # and a ~500 MB image of 24k files. The registry is docker-registry (plain HTTP)
-# on a free loopback port, its storage on the journaled ext4 loop mount.
+# on a free loopback port, its storage on the journaled ext4 loop mount; the
+# pull table is then repeated against a second instance with TLS (a CA made
+# here) and htpasswd basic auth.
 # Usage (root): bench/pull.sh [RUNS]   prints markdown tables of medians and ratios.
 source "$(dirname "$0")/lib.sh"
 runs=${1:-5}
+# PULL_IMAGES: a subset of "debian five big" (all by default).
+images=${PULL_IMAGES:-debian five big}
 # Another benchmark may be using the mount: unmount only what we mounted.
 was_mounted=0
 mountpoint -q "$BENCH_DIR" && was_mounted=1
@@ -30,7 +34,9 @@ http: {addr: "$reg", secret: bench}
 YAML
 docker-registry serve "$regdir/config.yml" >"$regdir/log" 2>&1 &
 regpid=$!
+tregpid=
 cleanup() {
+  if [ -n "$tregpid" ]; then kill "$tregpid" 2>/dev/null || true; fi
   kill "$regpid" 2>/dev/null || true
   wait "$regpid" 2>/dev/null || true
   [ "$was_mounted" = 1 ] || bench_unmount
@@ -98,36 +104,74 @@ oci_from_tars "$BENCH_CACHE/pull-big-oci" "$big_tar"
 
 layers_of() { bench_layer_blobs "$1" | xargs -n1 basename; }
 
-echo "### pull (plain HTTP, $runs runs, medians)"
-echo
-echo "| image | imgtool pull | podman pull | skopeo copy + pigz\|tar | imgtool/podman | imgtool/(skopeo+extract) |"
-echo "|---|---|---|---|---|---|"
-for name in debian five big; do
-  layout=$BENCH_CACHE/pull-$name-oci
-  skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$reg/bench/$name:latest"
-  hexes=$(layers_of "$layout" | tr '\n' ' ')
-  d=$BENCH_DIR/run-$name
-  ref=$reg/bench/$name:latest
-  hyperfine -N --runs "$runs" --warmup 1 --export-json "$out/pull-$name.json" \
-    --prepare "sh -c 'rm -rf $d; mkdir -p $d; sync'" \
-    "$IMGTOOL --root $d/store pull -q --tls-verify=false $ref" \
-    --prepare "sh -c 'rm -rf $d; mkdir -p $d; sync'" \
-    "podman --root $d/podman --runroot $d/podman-run --storage-driver overlay pull -q --tls-verify=false docker://$ref" \
-    --prepare "sh -c 'rm -rf $d; mkdir -p $d/tree; sync'" \
-    "sh -c 'skopeo copy -q --src-tls-verify=false docker://$ref oci:$d/oci:latest && for h in $hexes; do pigz -dc $d/oci/blobs/sha256/\$h | tar -x -C $d/tree; done'" >&2
-  i=$(bench_median "$out/pull-$name.json" 0)
-  p=$(bench_median "$out/pull-$name.json" 1)
-  s=$(bench_median "$out/pull-$name.json" 2)
-  python3 -c "import sys; i,p,s=map(float,sys.argv[2:]); print('| %s | %.2f s | %.2f s | %.2f s | %.2fx | %.2fx |' % (sys.argv[1], i, p, s, i/p, i/s))" "$name" "$i" "$p" "$s"
-  rm -rf "$d"
-done
+# pull_table LABEL REGISTRY IMGTOOL_FLAGS PODMAN_FLAGS SKOPEO_FLAGS: one table.
+pull_table() {
+  local label=$1 r=$2 iflags=$3 pflags=$4 sflags=$5
+  echo "### pull ($label, $runs runs, medians)"
+  echo
+  echo "| image | imgtool pull | podman pull | skopeo copy + pigz\|tar | imgtool/podman | imgtool/(skopeo+extract) |"
+  echo "|---|---|---|---|---|---|"
+  for name in $images; do
+    layout=$BENCH_CACHE/pull-$name-oci
+    # shellcheck disable=SC2086
+    skopeo copy -q $(echo "$sflags" | sed 's/--src-/--dest-/g') "oci:$layout:latest" "docker://$r/bench/$name:latest"
+    hexes=$(layers_of "$layout" | tr '\n' ' ')
+    d=$BENCH_DIR/run-$name
+    ref=$r/bench/$name:latest
+    hyperfine -N --runs "$runs" --warmup 1 --export-json "$out/pull-$name.json" \
+      --prepare "sh -c 'rm -rf $d; mkdir -p $d; sync'" \
+      "$IMGTOOL --root $d/store pull -q $iflags $ref" \
+      --prepare "sh -c 'rm -rf $d; mkdir -p $d; sync'" \
+      "podman --root $d/podman --runroot $d/podman-run --storage-driver overlay pull -q $pflags docker://$ref" \
+      --prepare "sh -c 'rm -rf $d; mkdir -p $d/tree; sync'" \
+      "sh -c 'skopeo copy -q $sflags docker://$ref oci:$d/oci:latest && for h in $hexes; do pigz -dc $d/oci/blobs/sha256/\$h | tar -x -C $d/tree; done'" >&2
+    i=$(bench_median "$out/pull-$name.json" 0)
+    p=$(bench_median "$out/pull-$name.json" 1)
+    s=$(bench_median "$out/pull-$name.json" 2)
+    python3 -c "import sys; i,p,s=map(float,sys.argv[2:]); print('| %s | %.2f s | %.2f s | %.2f s | %.2fx | %.2fx |' % (sys.argv[1], i, p, s, i/p, i/s))" "$name" "$i" "$p" "$s"
+    rm -rf "$d"
+  done
+}
+
+pull_table "plain HTTP" "$reg" "--tls-verify=false" "--tls-verify=false" "--src-tls-verify=false"
+
+# The same over TLS (a CA made here) with htpasswd Basic auth, as a
+# self-hosted registry is usually run: every tool verifies the certificate
+# with the CA given and sends the credentials.
+tls=$BENCH_DIR/registry-tls
+rm -rf "$tls"
+mkdir -p "$tls/certs" "$tls/data"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/certs/ca.crt" \
+  -subj /CN=imgtool-bench-ca -days 2 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" \
+  -subj /CN=localhost 2>/dev/null
+echo "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tls/ext.cnf"
+openssl x509 -req -in "$tls/server.csr" -CA "$tls/certs/ca.crt" -CAkey "$tls/ca.key" \
+  -CAcreateserial -out "$tls/server.crt" -days 2 -extfile "$tls/ext.cnf" 2>/dev/null
+htpasswd -Bbn bench s3cret >"$tls/htpasswd"
+tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+treg=127.0.0.1:$tport
+cat >"$tls/config.yml" <<YAML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $tls/data}, delete: {enabled: true}}
+http: {addr: "$treg", secret: bench, tls: {certificate: $tls/server.crt, key: $tls/server.key}}
+auth: {htpasswd: {realm: bench, path: $tls/htpasswd}}
+YAML
+docker-registry serve "$tls/config.yml" >"$tls/log" 2>&1 &
+tregpid=$!
+for _ in $(seq 100); do curl -fs --cacert "$tls/certs/ca.crt" -u bench:s3cret "https://$treg/v2/" >/dev/null && break; sleep 0.1; done
+pull_table "TLS + basic auth" "$treg" "--cert-dir $tls/certs --creds bench:s3cret" \
+  "--cert-dir $tls/certs --creds bench:s3cret" "--src-cert-dir $tls/certs --src-creds bench:s3cret"
+kill "$tregpid" 2>/dev/null || true
+wait "$tregpid" 2>/dev/null || true
 
 echo
 echo "### push (plain HTTP, $runs runs, medians; each run to a new repository)"
 echo
 echo "| image | imgtool push | skopeo copy oci: -> docker:// | imgtool/skopeo |"
 echo "|---|---|---|---|"
-for name in debian five big; do
+for name in $images; do
   layout=$BENCH_CACHE/pull-$name-oci
   store=$BENCH_DIR/push-store-$name
   rm -rf "$store" "$store-state"

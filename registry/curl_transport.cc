@@ -289,6 +289,11 @@ class CurlTransport final : public HttpTransport {
     g_curl.easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     g_curl.easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     g_curl.easy_setopt(curl, CURLOPT_BUFFERSIZE, 256L * 1024);
+    // HTTP/1.1 even where TLS could negotiate HTTP/2: blobs go over parallel
+    // connections anyway. Over HTTP/2 a pull of the 63 MB Debian image from a
+    // TLS registry took 16.5 s against 4.0 s over HTTP/1.1 (one run each, on
+    // a busy machine; skopeo, which uses HTTP/1.1 there, 0.8 s).
+    g_curl.easy_setopt(curl, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
     g_curl.easy_setopt(curl, CURLOPT_HEADERFUNCTION, &OnHeader);
     g_curl.easy_setopt(curl, CURLOPT_HEADERDATA, &t);
     g_curl.easy_setopt(curl, CURLOPT_WRITEFUNCTION, &OnBody);
