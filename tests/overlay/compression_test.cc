@@ -172,6 +172,23 @@ TEST(CompressionTest, GzipStoresIncompressibleBlocksWhateverTheThreadCount) {
   EXPECT_LT(one.size(), text_only.size() + 3 * 128 * 1024 + 5000 + 8192);
 }
 
+TEST(CompressionTest, GzipEndsCleanlyOnAStoredOrEmptyLastBlock) {
+  // The last block stored (it carries the final-block bit), and random data
+  // filling whole blocks (the last block is then empty and deflated).
+  for (size_t size : {size_t{3 * 128 * 1024 + 5000}, size_t{2 * 128 * 1024}, size_t{4096}}) {
+    std::string data = RandomBytes(size, size);
+    std::string gz = Compress(data, Compression::kGzip, 2);
+    EXPECT_EQ(gz, Compress(data, Compression::kGzip, 1));
+    // Header and trailer, and 5 bytes per stored block of at most 64 KiB.
+    EXPECT_LE(gz.size(), data.size() + 18 + 5 * (2 * (size / 65536) + 4)) << size;
+    EXPECT_EQ(RunTool({"gzip", "-dc"}, gz), data) << size;
+    EXPECT_EQ(RunTool({"gzip", "-t"}, gz), "") << size;
+    auto back = DecompressAll(gz);
+    ASSERT_TRUE(back.has_value()) << back.error().ToString();
+    EXPECT_EQ(*back, data);
+  }
+}
+
 TEST(CompressionTest, GzipStillDeflatesRepeatedRandomData) {
   // Uniform byte histogram but long repeats: a random 1 KiB pattern over and
   // over, and a random 20 KiB block repeated right after itself (the repeat
