@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -142,11 +143,18 @@ void WarmUpCgroupMoves() {
 
 CgroupMoveWarmup CgroupMoveWarmup::Start() {
   CgroupMoveWarmup warmup;
+  // The thread starts with every signal blocked: a SIGINT meant for the
+  // container (which the caller blocks and forwards) must not find it with
+  // the default action, which would end imgtool.
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
   try {
     warmup.thread_ = std::thread(WarmUpCgroupMoves);
   } catch (const std::system_error& e) {
     LogDebug("cgroup move warm-up: ", e.what());
   }
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return warmup;
 }
 
