@@ -479,6 +479,10 @@ void RunGzipJob(DeflateEngine& engine, GzipJob& job) {
       static_cast<uint32_t>(crc32(0, job.input->data(), static_cast<uInt>(job.input->size())));
 }
 
+// With more than one thread: workers deflate (or store) blocks in any order,
+// and an emitter thread writes them in order (crc combine, then the output
+// sink, which for a build step hashes and writes the blob), so the caller's
+// thread only produces the tar and the blob side runs beside it.
 class GzipCompressor final : public Compressor {
  public:
   GzipCompressor(ByteSink& out, int level, int threads)
@@ -488,6 +492,7 @@ class GzipCompressor final : public Compressor {
       inline_engine_ = std::make_unique<DeflateEngine>(level_);
     } else {
       for (int i = 0; i < threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+      emitter_ = std::thread([this] { EmitterLoop(); });
     }
   }
 
@@ -497,6 +502,8 @@ class GzipCompressor final : public Compressor {
       stopping_ = true;
     }
     work_cv_.notify_all();
+    done_cv_.notify_all();
+    if (emitter_.joinable()) emitter_.join();
     for (std::thread& t : workers_) t.join();
   }
 
@@ -525,7 +532,12 @@ class GzipCompressor final : public Compressor {
     finished_ = true;
     // The final block may be empty; it still carries the end-of-stream marker.
     IMGTOOL_TRY(Submit(true));
-    while (!inflight_.empty()) IMGTOOL_TRY(EmitFront());
+    if (inline_engine_ == nullptr) {
+      std::unique_lock<std::mutex> lock(mu_);
+      space_cv_.wait(lock, [&] { return inflight_.empty(); });
+      IMGTOOL_TRY(emit_status_);
+    }
+    // The emitter is idle now (nothing in flight), so this thread may write.
     uint8_t trailer[8];
     for (int i = 0; i < 4; ++i) {
       trailer[i] = static_cast<uint8_t>(crc_ >> (8 * i));
@@ -550,41 +562,56 @@ class GzipCompressor final : public Compressor {
     current_ = NewBlock();
     if (inline_engine_ != nullptr) {
       RunGzipJob(*inline_engine_, *job);
-      job->done = true;
-      inflight_.push_back(std::move(job));
-      return EmitFront();
+      IMGTOOL_TRY(job->status);
+      return Emit(*job);
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(job);
-    }
-    work_cv_.notify_one();
-    inflight_.push_back(std::move(job));
     // Up to 8 blocks per worker in flight (about 2 MiB each way per worker), so
     // the workers stay busy while this thread is descheduled; beyond that, wait
-    // for the oldest, so memory stays bounded whatever the input size.
-    while (inflight_.size() > static_cast<size_t>(threads_) * 8) IMGTOOL_TRY(EmitFront());
-    while (!inflight_.empty() && FrontDone()) IMGTOOL_TRY(EmitFront());
+    // for the emitter, so memory stays bounded whatever the input size.
+    std::unique_lock<std::mutex> lock(mu_);
+    space_cv_.wait(lock, [&] {
+      return !emit_status_.has_value() || inflight_.size() < static_cast<size_t>(threads_) * 8;
+    });
+    IMGTOOL_TRY(emit_status_);
+    queue_.push_back(job);
+    inflight_.push_back(std::move(job));
+    lock.unlock();
+    work_cv_.notify_one();
     return OkStatus();
   }
 
-  bool FrontDone() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return inflight_.front()->done;
+  // Appends one finished block to the stream.
+  Status Emit(const GzipJob& job) {
+    crc_ = static_cast<uint32_t>(
+        crc32_combine(crc_, job.crc, static_cast<z_off_t>(job.input->size())));
+    total_in_ += job.input->size();
+    return out_.Write(job.output.data(), job.output.size());
   }
 
-  Status EmitFront() {
-    std::shared_ptr<GzipJob> job = std::move(inflight_.front());
-    inflight_.pop_front();
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      done_cv_.wait(lock, [&] { return job->done; });
+  void EmitterLoop() {
+    while (true) {
+      std::shared_ptr<GzipJob> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        done_cv_.wait(lock, [&] {
+          return stopping_ || (!inflight_.empty() && inflight_.front()->done);
+        });
+        if (stopping_) return;  // destroyed before Finish: nothing more is written
+        job = inflight_.front();
+      }
+      // The first error stops the output; later blocks are only dropped.
+      Status status = emit_failed_ ? OkStatus() : job->status;
+      if (!emit_failed_ && status.has_value()) status = Emit(*job);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        inflight_.pop_front();
+        if (!status.has_value() && emit_status_.has_value()) {
+          emit_status_ = std::move(status);
+          emit_failed_ = true;
+        }
+      }
+      space_cv_.notify_all();
     }
-    IMGTOOL_TRY(job->status);
-    crc_ = static_cast<uint32_t>(
-        crc32_combine(crc_, job->crc, static_cast<z_off_t>(job->input->size())));
-    total_in_ += job->input->size();
-    return out_.Write(job->output.data(), job->output.size());
   }
 
   void WorkerLoop() {
@@ -612,18 +639,23 @@ class GzipCompressor final : public Compressor {
   const int threads_;
   std::shared_ptr<std::vector<uint8_t>> current_;
   std::shared_ptr<std::vector<uint8_t>> previous_;
-  std::deque<std::shared_ptr<GzipJob>> inflight_;  // submission order, owned by the writer
   std::unique_ptr<DeflateEngine> inline_engine_;
+  // Written by the emitter (or inline), read by Finish once nothing is in flight.
   uint32_t crc_ = 0;
   uint64_t total_in_ = 0;
+  bool emit_failed_ = false;  // emitter thread only
   bool finished_ = false;
 
   std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
-  std::deque<std::shared_ptr<GzipJob>> queue_;  // waiting for a worker
+  std::condition_variable work_cv_;   // workers: a job was queued
+  std::condition_variable done_cv_;   // emitter: a job is done
+  std::condition_variable space_cv_;  // writer: a job was emitted
+  std::deque<std::shared_ptr<GzipJob>> queue_;     // waiting for a worker
+  std::deque<std::shared_ptr<GzipJob>> inflight_;  // submission order, until emitted
+  Status emit_status_;                             // the emitter's first error
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  std::thread emitter_;
 };
 
 class ZstdCompressor final : public Compressor {

@@ -189,6 +189,46 @@ TEST(CompressionTest, GzipEndsCleanlyOnAStoredOrEmptyLastBlock) {
   }
 }
 
+// Accepts `budget` writes, then fails every one.
+class FailingSink final : public ByteSink {
+ public:
+  explicit FailingSink(int budget) : budget_(budget) {}
+  Status Write(const void*, size_t) override {
+    if (budget_-- > 0) return OkStatus();
+    return Error(ErrorCode::kUnavailable, "disk full");
+  }
+
+ private:
+  int budget_;
+};
+
+TEST(CompressionTest, GzipReportsTheSinksErrorAndStopsCleanly) {
+  std::string data = TestData(3 << 20) + RandomBytes(2 << 20, 9);
+  for (int threads : {1, 2, 4}) {
+    FailingSink sink(5);
+    CompressOptions options;
+    options.threads = threads;
+    auto c = NewCompressor(options, sink);
+    ASSERT_TRUE(c.has_value());
+    Status status = OkStatus();
+    for (size_t i = 0; i < data.size() && status.has_value(); i += 100000) {
+      status = (*c)->Write(data.data() + i, std::min<size_t>(100000, data.size() - i));
+    }
+    if (status.has_value()) status = (*c)->Finish();
+    ASSERT_FALSE(status.has_value()) << threads;
+    EXPECT_THAT(status.error().ToString(), HasSubstr("disk full"));
+  }
+  // Destroyed with blocks in flight and no Finish: returns, writes nothing more.
+  StringSink sink;
+  CompressOptions options;
+  options.threads = 2;
+  auto c = NewCompressor(options, sink);
+  ASSERT_TRUE(c.has_value());
+  ASSERT_TRUE((*c)->Write(data.data(), data.size()).has_value());
+  c->reset();
+  EXPECT_LE(sink.data().size(), data.size());
+}
+
 TEST(CompressionTest, GzipStillDeflatesRepeatedRandomData) {
   // Uniform byte histogram but long repeats: a random 1 KiB pattern over and
   // over, and a random 20 KiB block repeated right after itself (the repeat
