@@ -14,6 +14,9 @@ source "$(dirname "$0")/lib.sh"
 runs=${1:-5}
 # PULL_IMAGES: a subset of "debian five big" (all by default).
 images=${PULL_IMAGES:-debian five big}
+# PULL_PARTS: a subset of "plain tls push" (all by default).
+parts=${PULL_PARTS:-plain tls push}
+want() { case " $parts " in *" $1 "*) return 0;; esac; return 1; }
 # Another benchmark may be using the mount: unmount only what we mounted.
 was_mounted=0
 mountpoint -q "$BENCH_DIR" && was_mounted=1
@@ -133,8 +136,9 @@ pull_table() {
   done
 }
 
-pull_table "plain HTTP" "$reg" "--tls-verify=false" "--tls-verify=false" "--src-tls-verify=false"
+want plain && pull_table "plain HTTP" "$reg" "--tls-verify=false" "--tls-verify=false" "--src-tls-verify=false"
 
+if want tls; then
 # The same over TLS (a CA made here) with htpasswd Basic auth, as a
 # self-hosted registry is usually run: every tool verifies the certificate
 # with the CA given and sends the credentials.
@@ -165,9 +169,11 @@ pull_table "TLS + basic auth" "$treg" "--cert-dir $tls/certs --creds bench:s3cre
   "--cert-dir $tls/certs --creds bench:s3cret" "--src-cert-dir $tls/certs --src-creds bench:s3cret"
 kill "$tregpid" 2>/dev/null || true
 wait "$tregpid" 2>/dev/null || true
+fi
 
+want push || exit 0
 echo
-echo "### push (plain HTTP, $runs runs, medians; each run to a new repository)"
+echo "### push (plain HTTP, $runs runs alternating, medians; each run to a new repository)"
 echo
 echo "| image | imgtool push | skopeo copy oci: -> docker:// | imgtool/skopeo |"
 echo "|---|---|---|---|"
@@ -177,13 +183,38 @@ for name in $images; do
   rm -rf "$store" "$store-state"
   skopeo copy -q "oci:$layout:latest" "oci-archive:$BENCH_DIR/push-$name.tar:bench/$name:latest"
   "$IMGTOOL" --root "$store" load -q -i "$BENCH_DIR/push-$name.tar"
+  # The store was just written on the disk the registry writes to: its
+  # writeback must not run during imgtool's pushes only.
+  sync
   # skopeo's blob-info cache would turn its uploads into cross-repository
   # mounts of the blobs pushed above; both tools upload every byte here.
-  hyperfine -N --runs "$runs" --warmup 1 --export-json "$out/push-$name.json" \
-    --prepare "rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb" \
-    "sh -c '$IMGTOOL --root $store push -q --tls-verify=false bench/$name:latest $reg/push/i\$(date +%s%N):1'" \
-    --prepare "rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb" \
-    "sh -c 'skopeo copy -q --dest-tls-verify=false oci:$layout:latest docker://$reg/push/s\$(date +%s%N):1'" >&2
+  # The two alternate, run by run (a warm-up pair first): every upload
+  # leaves hundreds of MB for the registry's disk to write back, and with
+  # one tool's runs all before the other's that favoured the second.
+  for r in $(seq 0 "$runs"); do
+    for tool in imgtool skopeo; do
+      rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+      sync
+      start=$(date +%s.%N)
+      if [ $tool = imgtool ]; then
+        "$IMGTOOL" --root "$store" push -q --tls-verify=false "bench/$name:latest" "$reg/push/i$r$$:1" >/dev/null
+      else
+        skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$reg/push/s$r$$:1"
+      fi
+      end=$(date +%s.%N)
+      [ "$r" = 0 ] || echo "$tool $(echo "$end - $start" | bc)"
+    done
+  done >"$out/push-$name.times"
+  python3 - "$out/push-$name.times" "$out/push-$name.json" <<'PY'
+import json, sys
+times = {"imgtool": [], "skopeo": []}
+for line in open(sys.argv[1]):
+    tool, t = line.split()
+    times[tool].append(float(t))
+import statistics
+json.dump({"results": [{"command": k, "times": v, "median": statistics.median(v)}
+                       for k, v in times.items()]}, open(sys.argv[2], "w"))
+PY
   i=$(bench_median "$out/push-$name.json" 0)
   s=$(bench_median "$out/push-$name.json" 1)
   python3 -c "import sys; i,s=map(float,sys.argv[2:]); print('| %s | %.2f s | %.2f s | %.2fx |' % (sys.argv[1], i, s, i/s))" "$name" "$i" "$s"

@@ -122,7 +122,11 @@ class Client {
   std::shared_ptr<HttpTransport> transport_;
   ClientOptions options_;
   int64_t monolithic_max_ = 16 << 20;
-  int64_t chunk_size_ = 16 << 20;
+  // Every PATCH costs a round trip and the registry's per-request upload
+  // work: a 400 MB blob in 16 MiB chunks took ~0.4 s longer than in one
+  // (docker-registry on loopback). A dropped connection resumes from the
+  // offset the registry reports, so larger chunks lose nothing there.
+  int64_t chunk_size_ = 128 << 20;
 
   mutable std::mutex mu_;
   bool pinged_ = false;
