@@ -499,6 +499,34 @@ steps:
   EXPECT_EQ(ReadTestFile(Export("net:2") / "got"), "hello over the bridge\n");
 }
 
+TEST_F(BuildTest, HostNetworkStepSharesTheHostsLoopback) {
+  // network: host keeps the host's network namespace: a server on the host's
+  // loopback answers the step; with network: none the step has a loopback of
+  // its own, where nothing listens.
+  OneShotServer server("127.0.0.1", "hello over the host's loopback\n");
+  ASSERT_NE(server.port(), 0);
+  std::string port = "PORT=" + std::to_string(server.port());
+  WriteRecipe(R"(args: { PORT: "" }
+from: { rootfs: base.tar }
+steps:
+  - run: nc -w 10 127.0.0.1 "$PORT" < /dev/null > /got
+    network: host
+)");
+  CommandResult host = Build({(context_ / "recipe.yaml").string(), "-t", "host:1", "--build-arg", port});
+  ASSERT_EQ(host.exit_code, 0) << host.err << host.out;
+  EXPECT_TRUE(server.accepted());
+  EXPECT_EQ(ReadTestFile(Export("host:1") / "got"), "hello over the host's loopback\n");
+
+  WriteRecipe(R"(args: { PORT: "" }
+from: { rootfs: base.tar }
+steps:
+  - run: nc -w 2 127.0.0.1 "$PORT" < /dev/null > /got
+    network: none
+)");
+  CommandResult none = Build({(context_ / "recipe.yaml").string(), "-t", "host:2", "--build-arg", port});
+  EXPECT_NE(none.exit_code, 0) << none.err << none.out;
+}
+
 TEST_F(BuildTest, FailingStepTagsNothingAndKeepsEarlierSteps) {
   WriteRecipe(R"(name: localhost/fails:1
 from: { rootfs: base.tar }
