@@ -301,6 +301,32 @@ bool KernelHasLowerdirPlus() {
   return has;
 }
 
+// Every non-layer overlay parameter, in order: a bare flag or key=value.
+Status SetOverlayParams(int fs_fd, const std::vector<std::pair<std::string, std::string>>& params) {
+  for (const auto& [key, value] : params) {
+    int rc = value.empty() ? FsConfig(fs_fd, FSCONFIG_SET_FLAG, key.c_str(), nullptr)
+                           : FsConfig(fs_fd, FSCONFIG_SET_STRING, key.c_str(), value.c_str());
+    if (rc != 0) return FsConfigError(fs_fd, value.empty() ? key : key + "=" + value);
+  }
+  return OkStatus();
+}
+
+// fsmount of a created filesystem context, attached at `target` with the
+// options' flags and propagation; nothing stays mounted on error.
+Status AttachCreatedMount(int fs_fd, const ParsedOptions& options, const fs::path& target) {
+  UniqueFd mount_fd(
+      static_cast<int>(::syscall(SYS_fsmount, fs_fd, FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
+  if (!mount_fd) return FsConfigError(fs_fd, "fsmount");
+  if (::syscall(SYS_move_mount, mount_fd.get(), "", AT_FDCWD, target.c_str(),
+                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return ErrnoError("move_mount");
+  }
+  MountGuard undo(target);
+  IMGTOOL_TRY(ApplyPropagation(options, target));
+  undo.Release();
+  return OkStatus();
+}
+
 Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options,
                           const fs::path& target) {
   UniqueFd fs_fd(FsOpen("overlay"));
@@ -310,28 +336,12 @@ Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& opti
       return FsConfigError(fs_fd.get(), "lowerdir+ \"" + lower + "\"");
     }
   }
-  for (const auto& [key, value] : config.params) {
-    int rc = value.empty() ? FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, key.c_str(), nullptr)
-                           : FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str());
-    if (rc != 0) {
-      return FsConfigError(fs_fd.get(), value.empty() ? key : key + "=" + value);
-    }
-  }
+  IMGTOOL_TRY(SetOverlayParams(fs_fd.get(), config.params));
   if (FsConfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr) != 0) {
     return FsConfigError(fs_fd.get(),
                          StrCat("create with ", config.lowers.size(), " lower layers"));
   }
-  UniqueFd mount_fd(static_cast<int>(
-      ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
-  if (!mount_fd) return FsConfigError(fs_fd.get(), "fsmount");
-  if (::syscall(SYS_move_mount, mount_fd.get(), "", AT_FDCWD, target.c_str(),
-                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    return ErrnoError("move_mount");
-  }
-  MountGuard undo(target);
-  IMGTOOL_TRY(ApplyPropagation(options, target));
-  undo.Release();
-  return OkStatus();
+  return AttachCreatedMount(fs_fd.get(), options, target);
 }
 
 std::string LegacyOverlayData(const std::vector<std::string>& lowers, const OverlayConfig& config) {
@@ -505,28 +515,14 @@ Status MountOverlayIdmapped(const OverlayConfig& config, const ParsedOptions& op
   };
   for (size_t i = 0; i < config.lowers.size(); ++i) IMGTOOL_TRY(set_fd("lowerdir+", layers[i]));
   for (const auto& [key, index] : layer_params) IMGTOOL_TRY(set_fd(key.c_str(), layers[index]));
-  for (const auto& [key, value] : params) {
-    int rc = value.empty() ? FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, key.c_str(), nullptr)
-                           : FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, key.c_str(), value.c_str());
-    if (rc != 0) return FsConfigError(fs_fd.get(), value.empty() ? key : key + "=" + value);
-  }
+  IMGTOOL_TRY(SetOverlayParams(fs_fd.get(), params));
   // Overlayfs does its own work in the upper dir (work/work, copy-up) with
   // the credentials of its creator. The host's root has no id through the
   // idmapped upper (EOVERFLOW, and the overlay would go read-only), so this
   // thread creates it as the namespace's root, with its capabilities kept.
   IMGTOOL_TRY(CreateAsIds(fs_fd.get(), idmap.root_uid, idmap.root_gid)
                   .Wrap(StrCat("create with ", config.lowers.size(), " idmapped lower layers")));
-  UniqueFd mount_fd(static_cast<int>(
-      ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
-  if (!mount_fd) return FsConfigError(fs_fd.get(), "fsmount");
-  if (::syscall(SYS_move_mount, mount_fd.get(), "", AT_FDCWD, target.c_str(),
-                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    return ErrnoError("move_mount");
-  }
-  MountGuard undo(target);
-  IMGTOOL_TRY(ApplyPropagation(options, target));
-  undo.Release();
-  return OkStatus();
+  return AttachCreatedMount(fs_fd.get(), options, target);
 }
 
 // An idmapped bind mount of `mount.source` (recursive with "rbind").

@@ -172,6 +172,38 @@ class RunTest : public CliTest {
     return true;
   }
 
+  // `run --rm --net none FLAGS test:latest probe sleep 60` in the
+  // foreground, killed with SIGKILL once the container runs: what a crash of
+  // imgtool leaves behind is one container dir.
+  void RunAndKillImgtool(const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {::imgtool::testing::ImgtoolBinary(), "--root", Root().string(),
+                                     "run", "--rm", "--net", "none"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    for (const char* arg : {"test:latest", "probe", "sleep", "60"}) args.push_back(arg);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_RDWR);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    bool running = false;
+    for (int i = 0; i < 300 && !running; ++i) {
+      running = Run({"ps", "-q"}).out.size() == 13;
+      if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(running);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_EQ(ContainerDirs().size(), 1u);
+  }
+
   std::string bridge_;
   std::string subnet_;
   std::string gateway_;
@@ -774,30 +806,7 @@ TEST_F(RunTest, GcRemovesWhatAKilledRunLeft) {
   // imgtool run --rm killed with SIGKILL: the container dies with it
   // (PDEATHSIG), its record, writable layer (in its own dir, not a
   // snapshot) and cgroup stay until gc.
-  std::string binary = ::imgtool::testing::ImgtoolBinary();
-  std::string root = Root().string();
-  std::vector<const char*> argv = {
-      binary.c_str(), "--root", root.c_str(), "run",         "--rm",  "--net", "none", "--name",
-      "doomed",       "-m",     "64m",        "test:latest", "probe", "sleep", "60",   nullptr};
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_RDWR);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    ::execv(argv[0], const_cast<char* const*>(argv.data()));
-    ::_exit(127);
-  }
-  bool running = false;
-  for (int i = 0; i < 300 && !running; ++i) {
-    running = Run({"ps", "-q"}).out.size() == 13;
-    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(running);
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_EQ(ContainerDirs().size(), 1u);
+  ASSERT_NO_FATAL_FAILURE(RunAndKillImgtool({"--name", "doomed", "-m", "64m"}));
   EXPECT_TRUE(fs::is_directory(ContainersDir() / ContainerDirs().front() / "upper"));
   EXPECT_EQ(CountContainerSnapshots(SnapshotNames()), 0);
   CommandResult ps = Run({"ps", "-a"});
@@ -832,30 +841,7 @@ std::vector<fs::path> CgroupDirsOf(const std::string& id) {
 TEST_F(RunTest, NextRunRemovesTheCgroupOfAKilledRun) {
   // imgtool killed with SIGKILL can not remove the container's cgroup; the
   // next container start finds its claim unheld and removes it (no gc).
-  std::string binary = ::imgtool::testing::ImgtoolBinary();
-  std::string root = Root().string();
-  std::vector<const char*> argv = {binary.c_str(), "--root", root.c_str(), "run",  "--rm",
-                                   "--net",        "none",   "-m",         "64m",  "test:latest",
-                                   "probe",        "sleep",  "60",         nullptr};
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_RDWR);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    ::execv(argv[0], const_cast<char* const*>(argv.data()));
-    ::_exit(127);
-  }
-  bool running = false;
-  for (int i = 0; i < 300 && !running; ++i) {
-    running = Run({"ps", "-q"}).out.size() == 13;
-    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(running);
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_EQ(ContainerDirs().size(), 1u);
+  ASSERT_NO_FATAL_FAILURE(RunAndKillImgtool({"-m", "64m"}));
   std::string id = ContainerDirs().front();
   EXPECT_FALSE(CgroupDirsOf(id).empty());
   EXPECT_TRUE(fs::exists(fs::path("/run/imgtool/cgroups") / id));
