@@ -1,10 +1,12 @@
 // pull, push, login, logout: moving images between the store and registries.
 #include "cli/registry_cmd.h"
 
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <iostream>
@@ -22,6 +24,7 @@
 #include "cli/output.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "overlay/applier.h"
 #include "overlay/unpacker.h"
 #include "registry/auth_config.h"
 #include "registry/client.h"
@@ -161,8 +164,107 @@ class ProgressPrinter {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
+// The image's first layer applied while its blob downloads: the bytes the
+// pull writes to the ingest also go through a socket to ApplyLayer on a
+// thread of this object, which verifies the blob digest as it reads. Once the
+// download ended and the config is known (its first diff ID), Finish commits
+// the snapshot under that chain ID, or removes it: any failure leaves the
+// layer to the ordinary unpack from the committed blob. Snapshotter calls
+// happen on the threads that construct and finish it, one at a time.
+class StreamedFirstLayer final : public registry::BlobStream {
+ public:
+  StreamedFirstLayer(overlay::Snapshotter& snapshotter, const store::Descriptor& layer)
+      : snapshotter_(snapshotter),
+        layer_(layer),
+        key_(StrCat(overlay::kUnpackKeyPrefix, ::getpid(), "-stream-",
+                    layer.digest.hex().substr(0, 12))) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;
+    UniqueFd read_end(fds[0]);
+    write_end_.reset(fds[1]);
+    Result<std::vector<Mount>> prepared = snapshotter_.Prepare(key_, "");
+    if (!prepared) {
+      LogDebug("pull: no streamed unpack: ", prepared.error().ToString());
+      write_end_.reset();
+      return;
+    }
+    prepared_ = true;
+    Result<std::filesystem::path> upper = snapshotter_.UpperDir(key_);
+    if (!upper) {
+      write_end_.reset();
+      return;
+    }
+    thread_ = std::thread([this, fd = std::move(read_end), dir = *upper]() mutable {
+      overlay::ApplyOptions apply;
+      apply.whiteouts = overlay::WhiteoutMode::kOverlay;
+      apply.expected_digest = layer_.digest;
+      apply.description = "layer " + layer_.digest.ToString();
+      applied_ = overlay::ApplyLayer(fd.get(), dir, apply);
+      // Closing the read end makes further writes fail at once (EPIPE).
+      fd.reset();
+    });
+  }
+
+  ~StreamedFirstLayer() override {
+    write_end_.reset();
+    if (thread_.joinable()) thread_.join();
+    if (prepared_ && !committed_) (void)snapshotter_.Remove(key_);
+  }
+
+  void Write(std::string_view bytes) override {
+    while (write_end_ && !bytes.empty()) {
+      ssize_t n = ::send(write_end_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        write_end_.reset();  // the apply gave up: the ordinary unpack will do
+        return;
+      }
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+
+  void End(bool committed) override {
+    blob_committed_ = committed;
+    write_end_.reset();
+  }
+
+  // Commits the applied layer as the snapshot of `diff_id` (the chain ID of a
+  // first layer) when the blob was committed and the tar's digest matches;
+  // true when that snapshot exists afterwards.
+  bool Finish(const Digest& diff_id) {
+    write_end_.reset();
+    if (thread_.joinable()) thread_.join();
+    if (!prepared_ || !blob_committed_ || !applied_) {
+      if (applied_.has_value() == false && prepared_ && blob_committed_) {
+        LogDebug("pull: streamed unpack failed: ", applied_.error().ToString());
+      }
+      return false;
+    }
+    if (applied_->diff_id != diff_id) return false;
+    Status status = snapshotter_.Commit(diff_id.ToString(), key_);
+    if (!status && status.error().code() != ErrorCode::kAlreadyExists) return false;
+    committed_ = status.has_value();
+    LogDebug("pull: ", layer_.digest.ToString(), " unpacked while it downloaded");
+    return true;
+  }
+
+  const Digest& digest() const { return layer_.digest; }
+
+ private:
+  overlay::Snapshotter& snapshotter_;
+  store::Descriptor layer_;
+  std::string key_;
+  UniqueFd write_end_;
+  bool prepared_ = false;
+  std::atomic<bool> blob_committed_ = false;
+  bool committed_ = false;
+  Result<overlay::ApplyResult> applied_ = InternalError("not applied");
+  std::thread thread_;
+};
+
 // Unpacks the leading layers whose blobs are in while later ones still
-// download, so that download, verification and extraction overlap. The final
+// download, so that download, verification and extraction overlap; the first
+// layer is even applied while it downloads (StreamedFirstLayer). The final
 // overlay::Unpack before tagging finds those snapshots committed and does the
 // rest; an error here is left for that call to report.
 class OverlappedUnpacker {
@@ -181,6 +283,19 @@ class OverlappedUnpacker {
     done_.insert(digest);
     cv_.notify_one();
   }
+  // The stream for the first layer's download (called once per blob, from a
+  // download thread, before the loop can touch the snapshotter: the loop
+  // waits for that blob); null for any other blob.
+  std::unique_ptr<registry::BlobStream> StreamFor(const store::Descriptor& blob) {
+    std::lock_guard lock(mu_);
+    if (!manifest_ || manifest_->layers.empty() || streamed_ ||
+        blob.digest != manifest_->layers[0].digest) {
+      return nullptr;
+    }
+    auto stream = std::make_unique<StreamedFirstLayer>(snapshotter_, manifest_->layers[0]);
+    streamed_ = stream.get();
+    return std::make_unique<Forward>(std::move(stream), this);
+  }
   // Waits for the unpack under way; the snapshotter is the caller's again.
   void Finish() {
     {
@@ -189,12 +304,56 @@ class OverlappedUnpacker {
       cv_.notify_one();
     }
     if (thread_.joinable()) thread_.join();
+    std::unique_ptr<StreamedFirstLayer> stream;
+    std::optional<store::Manifest> manifest;
+    bool config_in = false;
+    {
+      std::lock_guard lock(mu_);
+      stream = std::move(stream_);
+      manifest = manifest_;
+      config_in = manifest_ && done_.count(manifest_->config.digest) > 0;
+    }
+    // A stream back from a download that the loop had no turn for (the pull
+    // ended right after the blob): finished here, so its work is not lost.
+    if (stream && config_in) {
+      Result<store::ImageConfig> config = store_.ReadConfig(manifest->config.digest);
+      if (config && !config->rootfs.diff_ids.empty()) stream->Finish(config->rootfs.diff_ids[0]);
+    }
+    stream.reset();  // an unfinished stream removes its snapshot
   }
 
  private:
-  // Leading layers whose blobs are committed; 0 until the config is in.
+  // Hands the first layer's stream back to this unpacker when its download
+  // ends, so that its snapshot is finished on the loop's thread.
+  class Forward final : public registry::BlobStream {
+   public:
+    Forward(std::unique_ptr<StreamedFirstLayer> stream, OverlappedUnpacker* owner)
+        : stream_(std::move(stream)), owner_(owner) {}
+    ~Forward() override {
+      if (stream_) owner_->Adopt(std::move(stream_));
+    }
+    void Write(std::string_view bytes) override { stream_->Write(bytes); }
+    void End(bool committed) override {
+      stream_->End(committed);
+      owner_->Adopt(std::move(stream_));
+    }
+
+   private:
+    std::unique_ptr<StreamedFirstLayer> stream_;
+    OverlappedUnpacker* owner_;
+  };
+
+  void Adopt(std::unique_ptr<StreamedFirstLayer> stream) {
+    std::lock_guard lock(mu_);
+    stream_ = std::move(stream);
+    cv_.notify_one();
+  }
+
+  // Leading layers whose blobs are committed; 0 until the config is in, and
+  // while the first layer's stream has not come back.
   size_t ReadyPrefix() const {
     if (!manifest_ || !done_.count(manifest_->config.digest)) return 0;
+    if (streamed_ != nullptr && !stream_finished_ && stream_ == nullptr) return 0;
     size_t n = 0;
     while (n < manifest_->layers.size() && done_.count(manifest_->layers[n].digest)) ++n;
     return n;
@@ -208,12 +367,18 @@ class OverlappedUnpacker {
       if (stop_) return;
       size_t n = ReadyPrefix();
       store::Manifest prefix = *manifest_;
+      std::unique_ptr<StreamedFirstLayer> stream;
+      if (!stream_finished_ && stream_) stream = std::move(stream_);
       lock.unlock();
       bool ok = true;
       if (!config) {
         auto read = store_.ReadConfig(prefix.config.digest);
         if (read) config = std::move(*read);
         ok = read.has_value() && config->rootfs.diff_ids.size() == prefix.layers.size();
+      }
+      if (stream) {
+        if (ok) stream->Finish(config->rootfs.diff_ids[0]);
+        stream.reset();
       }
       if (ok) {
         store::ImageConfig partial = *config;
@@ -222,6 +387,7 @@ class OverlappedUnpacker {
         ok = overlay::Unpack(store_, snapshotter_, prefix, partial).has_value();
       }
       lock.lock();
+      if (streamed_ != nullptr) stream_finished_ = true;
       if (ok) {
         unpacked_ = n;
       } else {
@@ -239,6 +405,9 @@ class OverlappedUnpacker {
   size_t unpacked_ = 0;
   bool failed_ = false;
   bool stop_ = false;
+  const StreamedFirstLayer* streamed_ = nullptr;     // made for the first layer
+  std::unique_ptr<StreamedFirstLayer> stream_;       // back from its download
+  bool stream_finished_ = false;
   std::thread thread_;
 };
 
@@ -255,6 +424,7 @@ Result<Digest> PullImpl(const Context& context, const store::Reference& ref,
   ProgressPrinter printer(options.quiet, "Copying");
   OverlappedUnpacker early(*store, *snapshotter);
   pull.on_manifest = [&](const store::Manifest& manifest) { early.SetManifest(manifest); };
+  pull.stream = [&](const store::Descriptor& blob) { return early.StreamFor(blob); };
   pull.progress = [&](const registry::BlobProgress& blob) {
     printer.Update(blob);
     if (blob.state == registry::BlobProgress::State::kDone ||

@@ -65,8 +65,9 @@ std::optional<Challenge> PickChallenge(std::string_view header) {
 class BlobSink final : public ByteSink {
  public:
   BlobSink(store::IngestWriter& writer, int64_t limit, const BytesCallback& progress,
-           const std::function<bool()>& cancelled)
-      : writer_(writer), limit_(limit), progress_(progress), cancelled_(cancelled) {}
+           const std::function<bool()>& cancelled,
+           const std::function<void(std::string_view)>& tee)
+      : writer_(writer), limit_(limit), progress_(progress), cancelled_(cancelled), tee_(tee) {}
 
   void set_skip(int64_t skip) { skip_ = skip; }
 
@@ -85,6 +86,7 @@ class BlobSink final : public ByteSink {
                            " bytes the manifest announced");
     }
     IMGTOOL_TRY(writer_.Write(bytes, size));
+    if (tee_) tee_(std::string_view(bytes, size));
     if (progress_) progress_(writer_.written());
     return OkStatus();
   }
@@ -94,6 +96,7 @@ class BlobSink final : public ByteSink {
   int64_t limit_;
   const BytesCallback& progress_;
   const std::function<bool()>& cancelled_;
+  const std::function<void(std::string_view)>& tee_;
   int64_t skip_ = 0;
 };
 
@@ -405,12 +408,13 @@ Result<FetchedManifest> Client::GetManifest(std::string_view repository,
 
 Result<bool> Client::FetchBlob(std::string_view repository, const store::Descriptor& descriptor,
                                store::ContentStore& content, const BytesCallback& progress,
-                               const std::function<bool()>& cancelled) {
+                               const std::function<bool()>& cancelled,
+                               const std::function<void(std::string_view)>& tee) {
   IMGTOOL_TRY(Ping());  // sets the base URL
   if (content.Exists(descriptor.digest)) return false;
   std::string what = "blob " + descriptor.digest.ToString();
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<store::IngestWriter> writer, content.Writer());
-  BlobSink sink(*writer, descriptor.size, progress, cancelled);
+  BlobSink sink(*writer, descriptor.size, progress, cancelled, tee);
   HttpRequest request;
   request.url = Url("/v2/" + std::string(repository) + "/blobs/" + descriptor.digest.ToString());
   SendOptions options;

@@ -70,9 +70,12 @@ class Client {
   // against the descriptor's digest and size: wrong bytes are DataLoss and
   // leave nothing. A dropped connection resumes with Range where it stopped.
   // A blob the store already has is not fetched (returns false then).
+  // `tee`, when set, also gets every byte written to the ingest, in order
+  // (resumed downloads included), as it arrives: not yet verified.
   Result<bool> FetchBlob(std::string_view repository, const store::Descriptor& descriptor,
                          store::ContentStore& content, const BytesCallback& progress = {},
-                         const std::function<bool()>& cancelled = {});
+                         const std::function<bool()>& cancelled = {},
+                         const std::function<void(std::string_view)>& tee = {});
 
   // HEAD /v2/R/blobs/D.
   Result<bool> BlobExists(std::string_view repository, const Digest& digest);

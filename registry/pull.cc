@@ -39,7 +39,12 @@ Status FetchAll(Client& client, const std::string& repository, store::ContentSto
     store::Descriptor descriptor;
     descriptor.digest = blobs[i].digest;
     descriptor.size = blobs[i].size;
-    return client.FetchBlob(repository, descriptor, content, on_bytes, cancelled);
+    std::unique_ptr<BlobStream> stream = options.stream ? options.stream(descriptor) : nullptr;
+    if (!stream) return client.FetchBlob(repository, descriptor, content, on_bytes, cancelled);
+    Result<bool> fetched = client.FetchBlob(repository, descriptor, content, on_bytes, cancelled,
+                                            [&](std::string_view bytes) { stream->Write(bytes); });
+    stream->End(fetched.has_value() && *fetched);
+    return fetched;
   };
   return TransferBlobs(blobs, work);
 }

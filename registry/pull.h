@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/digest.h"
 #include "common/error.h"
@@ -33,6 +35,16 @@ struct PulledImage {
   store::ImageConfig config;
 };
 
+// A consumer of a blob's bytes while it downloads (e.g. an unpacker that
+// overlaps extraction with the download). The bytes are not verified yet:
+// End says whether the blob was complete, verified and committed.
+class BlobStream {
+ public:
+  virtual ~BlobStream() = default;
+  virtual void Write(std::string_view bytes) = 0;
+  virtual void End(bool committed) = 0;
+};
+
 struct PullOptions {
   std::optional<store::Platform> platform;  // default HostPlatform()
   int jobs = 4;                             // blobs fetched at once
@@ -41,6 +53,9 @@ struct PullOptions {
   // Called with the chosen manifest before its blobs are fetched (the CLI
   // starts unpacking layers while later ones still download).
   std::function<void(const store::Manifest&)> on_manifest;
+  // Called as a blob's download starts (never for a blob the store has): a
+  // stream that gets its bytes too, or null. Called from worker threads.
+  std::function<std::unique_ptr<BlobStream>(const store::Descriptor&)> stream;
   // Runs after every blob is committed and before the tag is set (the CLI
   // unpacks the layers here, so that a tagged image is ready to run).
   std::function<Status(const PulledImage&)> before_tag;

@@ -133,6 +133,28 @@ TEST_F(DistributionTest, PushThenPullGivesTheSameDigests) {
   EXPECT_EQ(repush.out, push.out);
 }
 
+TEST_F(DistributionTest, PullUnpacksTheFirstLayerWhileItDownloads) {
+  ImportImage("local/streamed:1");
+  std::string ref = plain_->host() + "/test/streamed:1";
+  ASSERT_EQ(Imgtool({"push", "--tls-verify=false", "local/streamed:1", ref}).exit_code, 0);
+  CommandResult pull =
+      ImgtoolIn(Root2(), {"--log-level", "debug", "pull", "-q", "--tls-verify=false", ref});
+  ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
+  EXPECT_NE(pull.err.find("unpacked while it downloaded"), std::string::npos) << pull.err;
+  // The streamed snapshot is the image's layer: complete, and nothing of the
+  // stream's work is left (no active unpack snapshot, fsck clean).
+  CommandResult exported =
+      ImgtoolIn(Root2(), {"export", ref, "-o", (Work() / "streamed.tar").string()});
+  ASSERT_EQ(exported.exit_code, 0) << Describe(exported);
+  CommandResult listing = RunCommand({"tar", "-tf", (Work() / "streamed.tar").string()});
+  EXPECT_NE(listing.out.find("etc/greeting"), std::string::npos);
+  std::string metadata = ::imgtool::testing::ReadTestFile(fs::path(Root2().string() + "-state") / "snapshots" /
+                                      "metadata.json");
+  EXPECT_EQ(metadata.find("unpack-"), std::string::npos) << metadata;
+  CommandResult fsck = ImgtoolIn(Root2(), {"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+}
+
 TEST_F(DistributionTest, RunPullsAMissingImage) {
   IMGTOOL_REQUIRE_ROOT();
   ImportImage("local/runme:1", "pulled by run\n");

@@ -236,6 +236,27 @@ class FaultServerTest : public ::testing::Test {
     return response;
   }
 
+  // What PullOptions::stream handed to a stream, per blob digest.
+  struct Streamed {
+    std::string bytes;
+    int ends = 0;
+    bool committed = false;
+  };
+  class RecordingStream final : public BlobStream {
+   public:
+    explicit RecordingStream(Streamed* into) : into_(into) {}
+    void Write(std::string_view bytes) override { into_->bytes.append(bytes); }
+    void End(bool committed) override {
+      ++into_->ends;
+      into_->committed = committed;
+    }
+
+   private:
+    Streamed* into_;
+  };
+  std::mutex streamed_mu_;
+  std::map<std::string, Streamed> streamed_;
+
   Result<PulledImage> PullFrom(int port, std::optional<Credentials> creds = std::nullopt) {
     auto transport = NewCurlTransport(TlsOptions{});
     if (!transport) return std::move(transport).error();
@@ -244,8 +265,13 @@ class FaultServerTest : public ::testing::Test {
     options.backoff = std::chrono::milliseconds(5);
     options.credentials = std::move(creds);
     Client client("127.0.0.1:" + std::to_string(port), *transport, options);
+    PullOptions pull;
+    pull.stream = [&](const store::Descriptor& blob) -> std::unique_ptr<BlobStream> {
+      std::lock_guard lock(streamed_mu_);
+      return std::make_unique<RecordingStream>(&streamed_[blob.digest.ToString()]);
+    };
     return Pull(*store_, client,
-                *store::ParseReference("127.0.0.1:" + std::to_string(port) + "/r:1"));
+                *store::ParseReference("127.0.0.1:" + std::to_string(port) + "/r:1"), pull);
   }
 
   std::optional<TempDir> dir_;
@@ -268,6 +294,10 @@ TEST_F(FaultServerTest, WrongBytesAreRejectedAndNothingIsStored) {
   EXPECT_FALSE(store_->content().Exists(image_.layer_digest));
   EXPECT_TRUE(std::filesystem::is_empty(store_->root() / "ingest"));
   EXPECT_TRUE(store_->index().List()->empty());
+  // A stream of the layer saw the bad bytes, then heard that they were not committed.
+  const Streamed& layer = streamed_[image_.layer_digest.ToString()];
+  EXPECT_EQ(layer.ends, 1);
+  EXPECT_FALSE(layer.committed);
 }
 
 TEST_F(FaultServerTest, ADroppedConnectionIsResumedWithRange) {
@@ -304,6 +334,11 @@ TEST_F(FaultServerTest, ADroppedConnectionIsResumedWithRange) {
   }
   EXPECT_TRUE(resumed);
   EXPECT_TRUE(store_->Fsck()->empty());
+  // A stream of the layer got every byte once, in order, across the resume.
+  const Streamed& layer = streamed_[image_.layer_digest.ToString()];
+  EXPECT_TRUE(layer.bytes == image_.layer) << layer.bytes.size() << " of " << image_.layer.size();
+  EXPECT_EQ(layer.ends, 1);
+  EXPECT_TRUE(layer.committed);
 }
 
 TEST_F(FaultServerTest, Two503sAreRetriedA404IsNot) {
