@@ -166,7 +166,7 @@ class ProgressPrinter {
 
 // The image's first layer applied while its blob downloads: the bytes the
 // pull writes to the ingest also go through a socket to ApplyLayer on a
-// thread of this object, which verifies the blob digest as it reads. Once the
+// thread of this object (the ingest verifies the blob digest). Once the
 // download ended and the config is known (its first diff ID), Finish commits
 // the snapshot under that chain ID, or removes it: any failure leaves the
 // layer to the ordinary unpack from the committed blob. Snapshotter calls
@@ -197,7 +197,9 @@ class StreamedFirstLayer final : public registry::BlobStream {
     thread_ = std::thread([this, fd = std::move(read_end), dir = *upper]() mutable {
       overlay::ApplyOptions apply;
       apply.whiteouts = overlay::WhiteoutMode::kOverlay;
-      apply.expected_digest = layer_.digest;
+      // The ingest hashes and verifies these same bytes; Finish commits
+      // nothing unless it did.
+      apply.hash_blob = false;
       apply.description = "layer " + layer_.digest.ToString();
       applied_ = overlay::ApplyLayer(fd.get(), dir, apply);
       // Closing the read end makes further writes fail at once (EPIPE).

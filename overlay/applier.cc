@@ -137,12 +137,13 @@ struct StreamResult {
 };
 
 // The reader thread: blob -> sha256 -> decompress -> sha256 -> queue.
-void RunReader(int blob_fd, ChunkPipe& pipe, StreamResult* result) {
+void RunReader(int blob_fd, bool hash_blob, ChunkPipe& pipe, StreamResult* result) {
   auto reader = DecompressingReader::Open(blob_fd);
   if (!reader) {
     pipe.Close(std::move(reader).error());
     return;
   }
+  if (!hash_blob) reader->StopHashingCompressed();
   result->compression = reader->compression();
   Sha256Hasher tar_hasher;
   bool eof = false;
@@ -172,7 +173,7 @@ void RunReader(int blob_fd, ChunkPipe& pipe, StreamResult* result) {
     chunk->size = filled;
     pipe.PushFull(chunk);
   }
-  result->digest = reader->FinishCompressedDigest();
+  if (hash_blob) result->digest = reader->FinishCompressedDigest();
   result->size = reader->compressed_size();
   result->diff_id = tar_hasher.Finish();
   pipe.Close(OkStatus());
@@ -966,7 +967,10 @@ Result<ApplyResult> ApplyLayer(int blob_fd, const std::filesystem::path& target_
 
   ChunkPipe pipe;
   StreamResult stream;
-  std::thread reader([&] { RunReader(blob_fd, pipe, &stream); });
+  if (!options.hash_blob && options.expected_digest) {
+    return InvalidArgumentError("expected_digest without hash_blob").Wrap(label);
+  }
+  std::thread reader([&] { RunReader(blob_fd, options.hash_blob, pipe, &stream); });
   TarSource source{&pipe};
   // On error the reader is told to stop; otherwise it is drained to the end so
   // that both digests cover the whole blob (bytes after the tar's end included).

@@ -31,6 +31,11 @@ struct ApplyOptions {
   // the end of the stream: on any error the caller must discard the target.
   std::optional<Digest> expected_digest;
   std::optional<Digest> expected_diff_id;
+  // False when the caller verifies the blob's bytes itself (a pull that
+  // applies a layer while the verified ingest writes it): no sha256 of the
+  // compressed stream here, ApplyResult::digest stays empty, and
+  // expected_digest must not be set.
+  bool hash_blob = true;
   // Names the layer in errors; defaults to the expected digest.
   std::string description;
   // Acts as an unprivileged user even as root: no chown, no device nodes, no

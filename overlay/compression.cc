@@ -232,7 +232,7 @@ Status DecompressingReader::FillInput() {
     in_pos_ = 0;
     in_end_ = static_cast<size_t>(n);
     in_eof_ = n == 0;
-    compressed_hasher_.Update(in_buf_.get(), in_end_);
+    if (hash_compressed_) compressed_hasher_.Update(in_buf_.get(), in_end_);
     compressed_size_ += n;
     return OkStatus();
   }
@@ -256,7 +256,7 @@ Result<size_t> DecompressingReader::Read(void* buf, size_t size) {
         return ErrnoError("read layer blob");
       }
       if (n == 0) in_eof_ = true;
-      compressed_hasher_.Update(out, static_cast<size_t>(n));
+      if (hash_compressed_) compressed_hasher_.Update(out, static_cast<size_t>(n));
       compressed_size_ += n;
       return static_cast<size_t>(n);
     }

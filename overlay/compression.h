@@ -46,6 +46,9 @@ class DecompressingReader {
   // Digest and size of the compressed bytes read from the fd so far; after Read
   // returned 0, of the whole stream.
   Digest FinishCompressedDigest() { return compressed_hasher_.Finish(); }
+  // Reads from here on are not hashed (the caller verified the bytes itself):
+  // FinishCompressedDigest then covers only what was read before.
+  void StopHashingCompressed() { hash_compressed_ = false; }
   int64_t compressed_size() const { return compressed_size_; }
 
   class Codec;  // the gzip or zstd state, or none
@@ -62,6 +65,7 @@ class DecompressingReader {
   size_t in_end_ = 0;
   bool in_eof_ = false;
   Sha256Hasher compressed_hasher_;
+  bool hash_compressed_ = true;
   int64_t compressed_size_ = 0;
 };
 

@@ -213,6 +213,24 @@ TEST_F(ApplierTest, ChecksExpectedDigestAndDiffId) {
                                               ", got " + Digest::Sha256Of(tar).ToString()));
 }
 
+TEST_F(ApplierTest, HashBlobOffLeavesTheBlobDigestToTheCaller) {
+  std::string tar = TarBuilder().File("f", "x").Tar();
+  std::string blob = Compress(tar, Compression::kGzip);
+  ApplyOptions options;
+  options.hash_blob = false;
+  options.expected_diff_id = Digest::Sha256Of(tar);
+  auto r = Apply(blob, options);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->diff_id, Digest::Sha256Of(tar));  // the tar is still hashed
+  EXPECT_EQ(r->digest, Digest());                 // the blob is not
+  EXPECT_EQ(r->size, static_cast<int64_t>(blob.size()));
+
+  options.expected_digest = Digest::Sha256Of(blob);
+  auto refused = Apply(blob, options);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+}
+
 TEST_F(ApplierTest, DigestsCoverBytesAfterTheEndOfTheTar) {
   // GNU tar pads to 10 KiB records; the diffID is of the whole stream.
   std::string tar = TarBuilder().File("f", "x").Tar() + std::string(8192, '\0');
