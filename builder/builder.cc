@@ -667,14 +667,20 @@ Status Builder::DoStep(const Stage& stage, size_t index, State* state) {
   return OkStatus();
 }
 
-Result<State> Builder::LayerBase(const Stage& stage, const std::string& key, StepReport* report) {
-  const Base& base = stage.from;
+// No layers yet: this machine's platform and the default PATH.
+State EmptyState() {
   State state;
   store::Platform platform = store::HostPlatform();
   state.config.architecture = platform.architecture;
   state.config.os = platform.os;
   state.config.variant = platform.variant;
   state.config.config.env = {"PATH=" + std::string(runner::kDefaultPath)};
+  return state;
+}
+
+Result<State> Builder::LayerBase(const Stage& stage, const std::string& key, StepReport* report) {
+  const Base& base = stage.from;
+  State state = EmptyState();
   state.key = key;
   std::optional<CacheEntry> cached;
   if (!options_.no_cache) cached = cache_.Get(key, store_);
@@ -716,12 +722,7 @@ Result<State> Builder::StartFromBase(const Stage& stage, StepReport* report) {
                       "from (" + recipe_.file + ":" + std::to_string(base.location.line) + ")";
   switch (base.kind) {
     case Base::Kind::kScratch: {
-      State state;
-      store::Platform platform = store::HostPlatform();
-      state.config.architecture = platform.architecture;
-      state.config.os = platform.os;
-      state.config.variant = platform.variant;
-      state.config.config.env = {"PATH=" + std::string(runner::kDefaultPath)};
+      State state = EmptyState();
       state.key = KeyOf({{"base", "scratch"}});
       report->cached = false;
       report->explain = "scratch";

@@ -311,20 +311,26 @@ Status SetOverlayParams(int fs_fd, const std::vector<std::pair<std::string, std:
   return OkStatus();
 }
 
-// fsmount of a created filesystem context, attached at `target` with the
-// options' flags and propagation; nothing stays mounted on error.
-Status AttachCreatedMount(int fs_fd, const ParsedOptions& options, const fs::path& target) {
-  UniqueFd mount_fd(
-      static_cast<int>(::syscall(SYS_fsmount, fs_fd, FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
-  if (!mount_fd) return FsConfigError(fs_fd, "fsmount");
-  if (::syscall(SYS_move_mount, mount_fd.get(), "", AT_FDCWD, target.c_str(),
-                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+// A detached mount tree attached at `target`, then the options'
+// propagation; nothing stays mounted on error.
+Status AttachTree(int tree_fd, const ParsedOptions& options, const fs::path& target) {
+  if (::syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) !=
+      0) {
     return ErrnoError("move_mount");
   }
   MountGuard undo(target);
   IMGTOOL_TRY(ApplyPropagation(options, target));
   undo.Release();
   return OkStatus();
+}
+
+// fsmount of a created filesystem context with the options' flags, attached
+// at `target`.
+Status AttachCreatedMount(int fs_fd, const ParsedOptions& options, const fs::path& target) {
+  UniqueFd mount_fd(
+      static_cast<int>(::syscall(SYS_fsmount, fs_fd, FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
+  if (!mount_fd) return FsConfigError(fs_fd, "fsmount");
+  return AttachTree(mount_fd.get(), options, target);
 }
 
 Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options,
@@ -430,16 +436,19 @@ Status MountOverlayLegacy(const OverlayConfig& config, const ParsedOptions& opti
   return OkStatus();
 }
 
-// A clone of `path` (not recursive) whose files appear with their owners
-// shifted by the id mapping of `userns_fd`.
-Result<UniqueFd> IdmappedClone(const fs::path& path, int userns_fd) {
-  UniqueFd tree(static_cast<int>(
-      ::syscall(SYS_open_tree, AT_FDCWD, path.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+// A clone of `path` (with its submounts when `recursive`) whose files appear
+// with their owners shifted by the id mapping of `userns_fd`, with the mount
+// attributes `attrs` as well.
+Result<UniqueFd> IdmappedClone(const fs::path& path, int userns_fd, bool recursive = false,
+                               uint64_t attrs = 0) {
+  unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, path.c_str(), flags)));
   if (!tree) return ErrnoError("clone " + path.string() + " (open_tree)");
   struct mount_attr attr {};
-  attr.attr_set = MOUNT_ATTR_IDMAP;
+  attr.attr_set = MOUNT_ATTR_IDMAP | attrs;
   attr.userns_fd = static_cast<uint64_t>(userns_fd);
-  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0),
+                &attr, sizeof(attr)) != 0) {
     return ErrnoError("idmap the mount of " + path.string() + " (mount_setattr)");
   }
   return tree;
@@ -528,24 +537,10 @@ Status MountOverlayIdmapped(const OverlayConfig& config, const ParsedOptions& op
 // An idmapped bind mount of `mount.source` (recursive with "rbind").
 Status MountBindIdmapped(const Mount& mount, const ParsedOptions& options, const fs::path& target,
                          const MountIdmap& idmap) {
-  unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (options.recursive ? AT_RECURSIVE : 0);
-  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, mount.source.c_str(), flags)));
-  if (!tree) return ErrnoError("clone " + mount.source + " (open_tree)");
-  struct mount_attr attr {};
-  attr.attr_set = MOUNT_ATTR_IDMAP | MountAttrs(options.flags);
-  attr.userns_fd = static_cast<uint64_t>(idmap.userns_fd);
-  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | (options.recursive ? AT_RECURSIVE : 0),
-                &attr, sizeof(attr)) != 0) {
-    return ErrnoError("idmap the bind of " + mount.source + " (mount_setattr)");
-  }
-  if (::syscall(SYS_move_mount, tree.get(), "", AT_FDCWD, target.c_str(),
-                MOVE_MOUNT_F_EMPTY_PATH) != 0) {
-    return ErrnoError("move_mount");
-  }
-  MountGuard undo(target);
-  IMGTOOL_TRY(ApplyPropagation(options, target));
-  undo.Release();
-  return OkStatus();
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd tree, IdmappedClone(mount.source, idmap.userns_fd,
+                                                        options.recursive,
+                                                        MountAttrs(options.flags)));
+  return AttachTree(tree.get(), options, target);
 }
 
 Status MountOverlay(const ParsedOptions& options, const fs::path& target, const MountIdmap* idmap) {
