@@ -2,6 +2,9 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/magic.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -17,6 +20,7 @@
 #include "common/mount.h"
 #include "common/scope_guard.h"
 #include "common/temp_dir.h"
+#include "common/unique_fd.h"
 #include "tests/support/test_util.h"
 
 namespace imgtool {
@@ -141,6 +145,74 @@ TEST_F(MountPrivilegedTest, BindOfMissingSourceNamesTargetAndType) {
 }
 
 // Two lowers (the first one on top), an upper and a work dir.
+// A user namespace mapping 0..65535 to 300000.., held by an fd (its
+// creator, a child that unshared it, has exited).
+UniqueFd MappedUserNamespace() {
+  int ready[2];
+  if (::pipe(ready) != 0) return UniqueFd();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ready[0]);
+    char ok = ::unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
+    (void)!::write(ready[1], &ok, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char ok = 0;
+  (void)!::read(ready[0], &ok, 1);
+  ::close(ready[0]);
+  UniqueFd ns;
+  if (ok == 1) {
+    WriteTestFile("/proc/" + std::to_string(pid) + "/uid_map", "0 300000 65536");
+    WriteTestFile("/proc/" + std::to_string(pid) + "/gid_map", "0 300000 65536");
+    ns.reset(::open(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return ns;
+}
+
+TEST_F(MountPrivilegedTest, IdmappedBindAndOverlayShiftOwners) {
+  UniqueFd userns = MappedUserNamespace();
+  ASSERT_TRUE(userns);
+  MountIdmap idmap{userns.get(), 300000, 300000};
+  fs::path source = MakeDir("source");
+  WriteTestFile(source / "f", "x");  // owned by 0, which the mapping shows as 300000
+  fs::path bind_target = MakeDir("bind");
+  Status bound = MountAt({"bind", source.string(), {"bind", "ro"}}, bind_target, &idmap);
+  ASSERT_TRUE(bound) << bound.error().ToString();
+  {
+    MountGuard guard(bind_target);
+    struct stat st {};
+    ASSERT_EQ(::stat((bind_target / "f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 300000u);
+    EXPECT_EQ(st.st_gid, 300000u);
+    EXPECT_NE(::access((bind_target / "f").c_str(), W_OK), 0);  // "ro" kept
+  }
+
+  // The overlay's layers are idmapped (overlayfs itself can not be), and it
+  // is created as the mapped root, so its work dir is usable: not read-only.
+  fs::path upper = MakeDir("layers/upper");
+  fs::path work = MakeDir("layers/work");
+  fs::path merged = MakeDir("merged");
+  Status mounted = MountAt({"overlay", "overlay",
+                            {"lowerdir=" + source.string(), "upperdir=" + upper.string(),
+                             "workdir=" + work.string(), "index=off", "metacopy=off"}},
+                           merged, &idmap);
+  ASSERT_TRUE(mounted) << mounted.error().ToString();
+  {
+    MountGuard guard(merged);
+    struct stat st {};
+    ASSERT_EQ(::stat((merged / "f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 300000u);
+    struct statvfs info {};
+    ASSERT_EQ(::statvfs(merged.c_str(), &info), 0);
+    EXPECT_EQ(info.f_flag & ST_RDONLY, 0u);
+  }
+  EXPECT_FALSE(MountAt({"tmpfs", "tmpfs", {}}, merged, &idmap));  // only bind and overlay
+}
+
 class OverlayMountTest : public MountPrivilegedTest, public ::testing::WithParamInterface<bool> {
  protected:
   void SetUp() override {
