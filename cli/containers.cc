@@ -12,6 +12,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/temp_dir.h"
+#include "runner/userns_alloc.h"
 
 namespace imgtool::cli {
 
@@ -85,6 +86,18 @@ std::string ContainerRecordToJson(const ContainerRecord& record) {
       {"cwd", record.cwd},
       {"user", record.user},
   };
+  if (!record.userns_state_dir.empty()) {
+    auto lines = [](const std::vector<runner::IdMap>& map) {
+      Json out = Json::array();
+      for (const runner::IdMap& line : map) {
+        out.push_back({line.container_id, line.host_id, line.size});
+      }
+      return out;
+    };
+    json["userns"] = {{"state_dir", record.userns_state_dir},
+                      {"uid_map", lines(record.id_mappings.uids)},
+                      {"gid_map", lines(record.id_mappings.gids)}};
+  }
   return json.dump(2) + "\n";
 }
 
@@ -105,6 +118,17 @@ Result<ContainerRecord> ContainerRecordFromJson(std::string_view text) {
     record.env = json.value("env", std::vector<std::string>{});
     record.cwd = json.value("cwd", std::string("/"));
     record.user = json.value("user", std::string());
+    if (json.contains("userns")) {
+      const Json& userns = json.at("userns");
+      record.userns_state_dir = userns.at("state_dir").get<std::string>();
+      for (const auto& [key, map] : {std::pair{"uid_map", &record.id_mappings.uids},
+                                     std::pair{"gid_map", &record.id_mappings.gids}}) {
+        for (const Json& line : userns.at(key)) {
+          map->push_back(
+              {line.at(0).get<uint32_t>(), line.at(1).get<uint32_t>(), line.at(2).get<uint32_t>()});
+        }
+      }
+    }
   } catch (const Json::exception& e) {
     return DataLossError(StrCat("container record: ", e.what()));
   }
@@ -222,7 +246,15 @@ Status ContainerStore::Remove(const ContainerRecord& record,
       return std::move(removed).error().Wrap("remove container " + record.id.substr(0, 12));
     }
   }
-  return RemoveTree(DirOf(record.id)).Wrap("remove container " + record.id.substr(0, 12));
+  IMGTOOL_TRY(RemoveTree(DirOf(record.id)).Wrap("remove container " + record.id.substr(0, 12)));
+  if (!record.userns_state_dir.empty()) {
+    // Without its directory the slice is stale anyway: the next allocation
+    // would take it back.
+    runner::UsernsAllocator allocator({.state_dir = record.userns_state_dir});
+    Status freed = allocator.Free(record.id);
+    if (!freed) LogWarning("container ", record.id.substr(0, 12), ": ", freed.error().ToString());
+  }
+  return OkStatus();
 }
 
 }  // namespace imgtool::cli

@@ -44,6 +44,10 @@ struct ContainerRecord {
   std::vector<std::string> env;
   std::string cwd = "/";
   std::string user;
+  // --userns=auto: the container's id maps, and the directory of the slice
+  // they came from (runner/userns_alloc.h), which Remove gives back.
+  runner::IdMappings id_mappings;
+  std::string userns_state_dir;
 };
 
 // The record plus the runner's view of the process (absent when the
@@ -86,7 +90,8 @@ class ContainerStore {
   Result<ContainerView> Find(std::string_view name_or_id) const;
 
   // Removes the snapshot (missing is fine) and then the directory, with a
-  // writable layer kept there. The container must not be running.
+  // writable layer kept there, and frees its --userns=auto slice. The
+  // container must not be running.
   Status Remove(const ContainerRecord& record, overlay::Snapshotter& snapshotter) const;
 
  private:

@@ -19,6 +19,7 @@
 #include "cli/output.h"
 #include "cli/registry_cmd.h"
 #include "cli/run_options.h"
+#include "cli/userns_auto.h"
 #include "common/file_lock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -116,6 +117,7 @@ Status WriteForegroundState(const fs::path& dir, const runner::ContainerState& s
 struct Prepared {
   ContainerRecord record;
   runner::ContainerSpec spec;
+  std::shared_ptr<runner::UsernsLease> userns;  // --userns=auto: held until the container runs
 };
 
 // Everything up to the container's start: image, snapshots, record, spec.
@@ -170,6 +172,11 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const st
             .Wrap("unpack " + flags.image));
     Timer().Mark("unpack (or find unpacked) layers");
     if (flags.remove) record.rootfs_parent = top;
+    if (prepared.spec.userns == runner::UserNamespaceMode::kAuto) {
+      IMGTOOL_ASSIGN_OR_RETURN(prepared.userns,
+                               AllocateRunUserns(flags, context.StateDir(), containers, snapshotter,
+                                                 top, &record, &prepared.spec));
+    }
     IMGTOOL_TRY(containers.Create(record));
     Timer().Mark("container record");
     Result<std::vector<Mount>> mounts =
@@ -383,7 +390,9 @@ void RegisterRunCommand(CLI::App& app, const Context& context, CommandRegistry& 
   cmd->add_option("--security-opt", flags->security_opts,
                   "seccomp=unconfined|PROFILE.json, no-new-privileges[=false]")
       ->allow_extra_args(false);
-  cmd->add_option("--userns", flags->userns, "auto (a range from /etc/subuid) or host");
+  cmd->add_option("--userns", flags->userns,
+                  "host, or auto[:size=N,uidmapping=C:H:N,gidmapping=C:H:N] (ids of the "
+                  "container's own from /etc/subuid)");
   cmd->add_flag("--init", flags->init, "Run a tiny init as PID 1 that reaps and forwards signals");
   cmd->add_option("--add-host", flags->add_hosts, "Add NAME:IP to /etc/hosts")
       ->allow_extra_args(false);

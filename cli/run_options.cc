@@ -9,6 +9,7 @@
 
 #include "runner/network.h"
 #include "runner/rootfs.h"
+#include "runner/userns_alloc.h"
 
 namespace imgtool::cli {
 
@@ -29,6 +30,53 @@ std::optional<T> ParseNumber(std::string_view text) {
 }
 
 }  // namespace
+
+Result<UsernsFlag> ParseUsernsFlag(std::string_view text) {
+  UsernsFlag flag;
+  if (text.empty() || text == "host") return flag;
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError("--userns \"" + std::string(text) + "\": " + std::string(why));
+  };
+  if (text != "auto" && !text.starts_with("auto:")) return bad("want auto[:OPTIONS] or host");
+  flag.mode = runner::UserNamespaceMode::kAuto;
+  if (text == "auto") return flag;
+  std::string_view rest = text.substr(5);
+  while (true) {
+    size_t comma = rest.find(',');
+    std::string_view option = rest.substr(0, comma);
+    size_t eq = option.find('=');
+    std::string_view key = option.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? "" : option.substr(eq + 1);
+    if (key == "size") {
+      std::optional<uint32_t> size = ParseNumber<uint32_t>(value);
+      if (!size || *size == 0) return bad("size=" + std::string(value) + ": want 1 to 4294967295");
+      flag.size = size;
+    } else if (key == "uidmapping" || key == "gidmapping") {
+      std::optional<uint32_t> fields[3];
+      std::string_view field_rest = value;
+      for (int i = 0; i < 3; ++i) {
+        size_t colon = field_rest.find(':');
+        if ((colon == std::string_view::npos) != (i == 2)) break;
+        fields[i] = ParseNumber<uint32_t>(field_rest.substr(0, colon));
+        if (i < 2) field_rest = field_rest.substr(colon + 1);
+      }
+      if (!fields[0] || !fields[1] || !fields[2]) {
+        return bad(std::string(key) + "=" + std::string(value) + ": want CONTAINER:HOST:SIZE");
+      }
+      auto& lines = key == "uidmapping" ? flag.extra_uids : flag.extra_gids;
+      lines.push_back({*fields[0], *fields[1], *fields[2]});
+      if (Status valid = runner::ValidateExtraIdMaps(lines, key); !valid) {
+        return bad(valid.error().message());
+      }
+    } else {
+      return bad("unknown option \"" + std::string(option) +
+                 "\" (want size=, uidmapping= or gidmapping=)");
+    }
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  return flag;
+}
 
 Result<int64_t> ParseByteSize(std::string_view text) {
   std::string_view digits = text;
@@ -241,13 +289,8 @@ Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
   spec.read_only_rootfs = flags.read_only;
   spec.init = flags.init;
 
-  if (flags.userns.empty() || flags.userns == "host") {
-    spec.userns = runner::UserNamespaceMode::kHost;
-  } else if (flags.userns == "auto") {
-    spec.userns = runner::UserNamespaceMode::kAuto;
-  } else {
-    return InvalidArgumentError("--userns \"" + flags.userns + "\": want auto or host");
-  }
+  IMGTOOL_ASSIGN_OR_RETURN(UsernsFlag userns, ParseUsernsFlag(flags.userns));
+  spec.userns = userns.mode;
 
   spec.security.privileged = flags.privileged;
   spec.security.cap_add = flags.cap_add;

@@ -44,7 +44,7 @@ struct RunFlags {
   std::vector<std::string> cap_drop;
   bool privileged = false;
   std::vector<std::string> security_opts;
-  std::string userns;  // "", "host", "auto"
+  std::string userns;  // "", "host", "auto[:OPTIONS]" (ParseUsernsFlag)
   bool init = false;
   std::vector<std::string> add_hosts;
   std::string pull = "missing";  // --pull: missing (pull when not in the store), never
@@ -70,6 +70,18 @@ std::vector<std::string> ParseEnvFile(std::string_view text,
 
 // A container name as docker allows: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64.
 Status ValidateContainerName(std::string_view name);
+
+// --userns as podman takes it: "host" (or "") or "auto[:OPTIONS]", OPTIONS
+// comma-separated: size=N (the number of container ids, 0..N-1),
+// uidmapping=CONTAINER:HOST:N and gidmapping=CONTAINER:HOST:N (lines forced
+// into the map; repeatable).
+struct UsernsFlag {
+  runner::UserNamespaceMode mode = runner::UserNamespaceMode::kHost;
+  std::optional<uint32_t> size;
+  std::vector<runner::IdMap> extra_uids;
+  std::vector<runner::IdMap> extra_gids;
+};
+Result<UsernsFlag> ParseUsernsFlag(std::string_view text);
 
 // What the process gets: the image config overridden by the flags, docker's
 // way: --entrypoint replaces Entrypoint and drops the image's Cmd; CMD

@@ -292,9 +292,15 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       ComputeCapabilities(spec.security.privileged, spec.security.cap_add, spec.security.cap_drop,
                           CapabilitySet::OfThisProcess()));
   IMGTOOL_ASSIGN_OR_RETURN(std::optional<SeccompProgram> seccomp, SeccompFor(spec.security, caps));
-  std::optional<IdMappings> mappings;
+  const IdMappings* mappings = userns ? &spec.id_mappings : nullptr;
   if (userns) {
-    IMGTOOL_ASSIGN_OR_RETURN(mappings, AutoIdMappings(spec.subuid_file, spec.subgid_file));
+    if (mappings->uids.empty() || mappings->gids.empty()) {
+      return InvalidArgumentError("container " + spec.id + ": a user namespace needs id maps");
+    }
+    if (!spec.userns_claim.empty()) {
+      IMGTOOL_ASSIGN_OR_RETURN(c->userns_claim_,
+                               UsernsClaim::Join(spec.userns_claim).Wrap("container " + spec.id));
+    }
   }
   IMGTOOL_ASSIGN_OR_RETURN(UserSpec user_spec, ParseUserSpec(spec.process.user));
 

@@ -32,6 +32,7 @@
 #include "runner/process_spec.h"
 #include "runner/pty.h"
 #include "runner/sync_channel.h"
+#include "runner/userns_alloc.h"
 
 namespace imgtool::runner {
 
@@ -118,6 +119,8 @@ class Container {
   std::unique_ptr<Network> network_;
   bool network_attached_ = false;
   NetworkAttachment attachment_;
+  // --userns=auto: a share of the id slice's claim, for the container's life.
+  UsernsClaim userns_claim_;
   std::optional<TempDir> temp_state_dir_;
   std::filesystem::path state_dir_;
   std::optional<PtyRelay> relay_;

@@ -9,11 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstring>
-#include <optional>
 
-#include "common/file_util.h"
 #include "common/log.h"
 
 #ifndef CLONE_NEWTIME
@@ -21,58 +18,6 @@
 #endif
 
 namespace imgtool::runner {
-
-namespace {
-
-std::optional<uint32_t> ParseU32(std::string_view text) {
-  uint32_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
-std::string UserName(uid_t uid) {
-  // The host's passwd, read without NSS: imgtool must not load NSS modules.
-  Result<std::string> passwd = ReadFileToString("/etc/passwd", 4u << 20);
-  if (!passwd) return "";
-  std::string_view rest = *passwd;
-  while (!rest.empty()) {
-    size_t end = rest.find('\n');
-    std::string_view line = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-    size_t first = line.find(':');
-    size_t second = line.find(':', first == std::string_view::npos ? first : first + 1);
-    size_t third = line.find(':', second == std::string_view::npos ? second : second + 1);
-    if (third == std::string_view::npos) continue;
-    std::optional<uint32_t> id = ParseU32(line.substr(second + 1, third - second - 1));
-    if (id && *id == uid) return std::string(line.substr(0, first));
-  }
-  return "";
-}
-
-Result<IdMap> RangeForUser(const std::filesystem::path& file, uint32_t size) {
-  Result<std::string> content = ReadFileToString(file, 4u << 20);
-  if (!content) {
-    return std::move(content).error().Wrap("--userns=auto needs subordinate ids in " +
-                                           file.string());
-  }
-  uid_t uid = ::getuid();
-  std::vector<std::string> candidates;
-  if (uid == 0) {
-    candidates = {"containers", "root"};
-  } else {
-    candidates = {UserName(uid)};
-  }
-  Error last = NotFoundError("");
-  for (const std::string& user : candidates) {
-    Result<IdMap> range = FindSubordinateRange(*content, user, uid, size);
-    if (range) return range;
-    last = std::move(range).error();
-  }
-  return std::move(last.Wrap(file.string()));
-}
-
-}  // namespace
 
 uint64_t ContainerCloneFlags(bool new_net, bool new_user) {
   uint64_t flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWTIME;
@@ -108,27 +53,6 @@ Result<ClonedChild> CloneChild(uint64_t flags, int cgroup_fd) {
   child.pid = static_cast<pid_t>(pid);
   if (pid != 0) child.pidfd.reset(pidfd);
   return child;
-}
-
-Result<IdMap> FindSubordinateRange(std::string_view content, std::string_view user, uid_t uid,
-                                   uint32_t size) {
-  std::string uid_text = std::to_string(uid);
-  while (!content.empty()) {
-    size_t end = content.find('\n');
-    std::string_view line = content.substr(0, end);
-    content = end == std::string_view::npos ? std::string_view() : content.substr(end + 1);
-    if (line.empty() || line.front() == '#') continue;
-    size_t first = line.find(':');
-    size_t second = first == std::string_view::npos ? first : line.find(':', first + 1);
-    if (second == std::string_view::npos) continue;
-    std::string_view name = line.substr(0, first);
-    if (name != user && name != uid_text) continue;
-    std::optional<uint32_t> start = ParseU32(line.substr(first + 1, second - first - 1));
-    std::optional<uint32_t> count = ParseU32(line.substr(second + 1));
-    if (!start || !count || *count < size) continue;
-    return IdMap{0, *start, size};
-  }
-  return NotFoundError(StrCat("no subordinate range of ", size, " ids for \"", user, "\""));
 }
 
 Result<UniqueFd> NewUserNamespaceFd(const IdMappings& mappings) {
@@ -177,16 +101,6 @@ Result<UniqueFd> NewUserNamespaceFd(const IdMappings& mappings) {
   reap();
   IMGTOOL_TRY(std::move(written));
   return ns;
-}
-
-Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
-                                  const std::filesystem::path& subgid_file, uint32_t size) {
-  IdMappings mappings;
-  IMGTOOL_ASSIGN_OR_RETURN(IdMap uids, RangeForUser(subuid_file, size));
-  IMGTOOL_ASSIGN_OR_RETURN(IdMap gids, RangeForUser(subgid_file, size));
-  mappings.uids.push_back(uids);
-  mappings.gids.push_back(gids);
-  return mappings;
 }
 
 uint32_t HostIdOfRoot(const std::vector<IdMap>& map) {

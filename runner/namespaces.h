@@ -1,5 +1,6 @@
-// Namespaces: clone3 into new ones, user namespace id maps (from /etc/subuid
-// for --userns=auto), and joining a running container's (exec).
+// Namespaces: clone3 into new ones, user namespace id maps (--userns=auto
+// takes them from runner/userns_alloc.h), and joining a running container's
+// (exec).
 #pragma once
 
 #include <sys/types.h>
@@ -7,7 +8,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -42,22 +42,12 @@ struct IdMap {
 struct IdMappings {
   std::vector<IdMap> uids;
   std::vector<IdMap> gids;
+  friend bool operator==(const IdMappings&, const IdMappings&) = default;
 };
 
 // The same, allocation-free for use in a child: returns the pid (0 in the new
 // child) or -errno, and stores the pidfd in *pidfd.
 long CloneChildRaw(uint64_t flags, int cgroup_fd, int* pidfd) noexcept;
-
-// The first range of /etc/subuid (or subgid) text that belongs to `user` (by
-// name or by `uid` as a number) and holds at least `size` ids.
-Result<IdMap> FindSubordinateRange(std::string_view content, std::string_view user, uid_t uid,
-                                   uint32_t size);
-
-// --userns=auto: container ids 0..size-1 mapped to the calling user's range
-// (for root: the entry of "containers", else "root").
-Result<IdMappings> AutoIdMappings(const std::filesystem::path& subuid_file,
-                                  const std::filesystem::path& subgid_file,
-                                  uint32_t size = 65536);
 
 // The host id that container id 0 maps to (overflow id 65534 when unmapped).
 uint32_t HostIdOfRoot(const std::vector<IdMap>& map);

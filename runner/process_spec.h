@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/mount.h"
 #include "runner/cgroup_manager.h"
+#include "runner/namespaces.h"
 #include "runner/network.h"
 
 namespace imgtool::runner {
@@ -49,7 +50,8 @@ struct TmpfsMount {
 
 enum class UserNamespaceMode {
   kHost,  // share the host's user namespace (the default when root)
-  kAuto,  // a new user namespace mapped to a range from /etc/subuid and /etc/subgid
+  kAuto,  // a new user namespace with ContainerSpec::id_mappings (a slice of the
+          // subordinate ids from runner/userns_alloc.h)
 };
 
 enum class SeccompMode { kDefault, kUnconfined, kProfile };
@@ -86,9 +88,11 @@ struct ContainerSpec {
   bool init = false;  // --init: imgtool's own reaper as PID 1, the command as PID 2
 
   UserNamespaceMode userns = UserNamespaceMode::kHost;
-  // kAuto: where the subordinate ranges come from (tests point these elsewhere).
-  std::filesystem::path subuid_file = "/etc/subuid";
-  std::filesystem::path subgid_file = "/etc/subgid";
+  // kAuto: the container's uid and gid maps (both required).
+  IdMappings id_mappings;
+  // kAuto: the claim of the slice those maps came from (runner/userns_alloc.h),
+  // held while the container runs; empty: none.
+  std::filesystem::path userns_claim;
 
   SecuritySpec security;
 

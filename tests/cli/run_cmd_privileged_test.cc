@@ -370,10 +370,13 @@ TEST_F(RunTest, SeccompProfileFromAFile) {
 
 // /etc/subuid and /etc/subgid with a range for root's containers for the
 // test's duration (--userns=auto as root takes "containers", else "root");
-// an entry already there is used as it is.
+// an entry already there is used as it is. The slices are allocated in
+// `state_dir` (IMGTOOL_USERNS_STATE_DIR), so that the test's containers get
+// the first ids of the range whatever else runs on the host.
 class SubordinateIds {
  public:
-  SubordinateIds() {
+  explicit SubordinateIds(const fs::path& state_dir) {
+    ::setenv("IMGTOOL_USERNS_STATE_DIR", state_dir.c_str(), 1);
     for (const char* file : {"/etc/subuid", "/etc/subgid"}) {
       std::string content;
       bool existed = fs::exists(file);
@@ -399,6 +402,7 @@ class SubordinateIds {
     }
   }
   ~SubordinateIds() {
+    ::unsetenv("IMGTOOL_USERNS_STATE_DIR");
     for (const auto& [file, content] : saved_) {
       if (content) {
         WriteTestFile(file, *content);
@@ -416,7 +420,7 @@ class SubordinateIds {
 };
 
 TEST_F(RunTest, UserNamespaceAutoOwnsTheImagesFiles) {
-  SubordinateIds ids;
+  SubordinateIds ids(Work() / "userns");
   // The image's files belong to the container's root, who may change them
   // (copy-up with owners kept) and create new ones, while the host sees the
   // process as the first subordinate id.
@@ -438,7 +442,8 @@ TEST_F(RunTest, UserNamespaceAutoOwnsTheImagesFiles) {
   map_fields >> inside >> outside >> count;
   EXPECT_EQ(inside, 0u) << uid_map;
   EXPECT_EQ(outside, ids.uid_start()) << uid_map;
-  EXPECT_EQ(count, 65536u) << uid_map;
+  // Enough for the image's highest id (group "extra", 2000).
+  EXPECT_EQ(count, 2001u) << uid_map;
   EXPECT_NE(listing.find(" 0 "), std::string::npos) << Describe(r);
   EXPECT_EQ(listing.find("65534"), std::string::npos) << Describe(r);
   EXPECT_EQ(copied_up, "1") << Describe(r);
@@ -446,6 +451,107 @@ TEST_F(RunTest, UserNamespaceAutoOwnsTheImagesFiles) {
   EXPECT_EQ(id, "uid=0 gid=0 groups=") << Describe(r);
   // The image itself did not change.
   EXPECT_EQ(Probe({"probe", "read", "/data/file"}), "from the image\n");
+  EXPECT_TRUE(ContainerDirs().empty());
+}
+
+// "0 400000 2001" lines of a uid_map or gid_map, as the kernel prints them.
+std::vector<runner::IdMap> ParseIdMap(const std::string& text) {
+  std::vector<runner::IdMap> map;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    runner::IdMap entry;
+    if (fields >> entry.container_id >> entry.host_id >> entry.size) map.push_back(entry);
+  }
+  return map;
+}
+
+TEST_F(RunTest, UserNamespaceAutoGivesEveryContainerIdsOfItsOwn) {
+  SubordinateIds ids(Work() / "userns");
+  const uint32_t u = ids.uid_start();
+  const uint32_t g = ids.gid_start();
+  auto start = [&](const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {"run", "-d", "--net", "none"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    for (const char* arg : {"test:latest", "probe", "sleep", "60"}) args.push_back(arg);
+    CommandResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  auto host_map = [&](const std::string& id, const char* file) {
+    Json state = Json::parse(::imgtool::testing::ReadTestFile(ContainersDir() / id / "state.json"));
+    int pid = state["pid"];
+    return ParseIdMap(
+        ::imgtool::testing::ReadTestFile("/proc/" + std::to_string(pid) + "/" + file));
+  };
+  // Two at once: the second's ids follow the first's. The second is a
+  // detached --rm container: its supervisor holds the slice once run -d ended.
+  std::string first = start({"--userns=auto"});
+  std::string second = start({"--rm", "--userns=auto"});
+  ASSERT_EQ(first.size(), 64u);
+  ASSERT_EQ(second.size(), 64u);
+  std::vector<runner::IdMap> first_uids = host_map(first, "uid_map");
+  EXPECT_EQ(first_uids, (std::vector<runner::IdMap>{{0, u, 2001}}));
+  EXPECT_EQ(host_map(first, "gid_map"), (std::vector<runner::IdMap>{{0, g, 2001}}));
+  EXPECT_EQ(host_map(second, "uid_map"), (std::vector<runner::IdMap>{{0, u + 2001, 2001}}));
+  EXPECT_EQ(host_map(second, "gid_map"), (std::vector<runner::IdMap>{{0, g + 2001, 2001}}));
+
+  // exec joins the container's user namespace: the same ids.
+  CommandResult exec = Run({"exec", first, "cat", "/proc/self/uid_map"});
+  EXPECT_EQ(exec.exit_code, 0) << Describe(exec);
+  EXPECT_EQ(ParseIdMap(exec.out), first_uids);
+  // The record keeps the maps (and where to give them back).
+  Json record =
+      Json::parse(::imgtool::testing::ReadTestFile(ContainersDir() / first / "container.json"));
+  EXPECT_EQ(record["userns"]["uid_map"], Json::parse("[[0, " + std::to_string(u) + ", 2001]]"));
+  EXPECT_EQ(record["userns"]["gid_map"], Json::parse("[[0, " + std::to_string(g) + ", 2001]]"));
+  EXPECT_EQ(record["userns"]["state_dir"], (Work() / "userns").string());
+
+  // size= and the forced lines of uidmapping=/gidmapping=.
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto:size=5000"})),
+            (std::vector<runner::IdMap>{{0, u + 4002, 5000}}));
+  EXPECT_EQ(
+      ParseIdMap(Probe({"cat", "/proc/self/gid_map"}, {"--userns=auto:size=100,gidmapping=50:" +
+                                                       std::to_string(g + 60000) + ":1"})),
+      (std::vector<runner::IdMap>{{0, g + 4002, 50}, {50, g + 60000, 1}, {51, g + 4052, 49}}));
+
+  // rm gives the first slice back; the next container takes it.
+  CommandResult removed = Run({"rm", "-f", first});
+  EXPECT_EQ(removed.exit_code, 0) << Describe(removed);
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto"})), first_uids);
+  // So does the end of a detached --rm container.
+  CommandResult stopped = Run({"stop", "-t", "0", second});
+  EXPECT_EQ(stopped.exit_code, 0) << Describe(stopped);
+  for (int i = 0; i < 200 && !ContainerDirs().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto:size=4002"})),
+            (std::vector<runner::IdMap>{{0, u, 4002}}));
+  Json table = Json::parse(::imgtool::testing::ReadTestFile(Work() / "userns/allocations.json"));
+  EXPECT_EQ(table["allocations"].size(), 0u) << table.dump();
+}
+
+TEST_F(RunTest, UserNamespaceAutoTakesBackTheSliceOfAKilledImgtool) {
+  SubordinateIds ids(Work() / "userns");
+  RunAndKillImgtool({"--userns=auto"});
+  // Its container may still run, but nothing holds the slice: the next run
+  // takes it (and the cgroup cleanup at its start ends that container).
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto"})),
+            (std::vector<runner::IdMap>{{0, ids.uid_start(), 2001}}));
+}
+
+TEST_F(RunTest, UserNamespaceAutoErrors) {
+  SubordinateIds ids(Work() / "userns");
+  ExpectError(Run({"run", "--rm", "--net", "none", "--userns=auto:size=0", "test:latest", "true"}),
+              "--userns \"auto:size=0\": size=0: want 1 to 4294967295");
+  ExpectError(Run({"run", "--rm", "--net", "none", "--userns=auto:bogus", "test:latest", "true"}),
+              "unknown option \"bogus\"");
+  CommandResult r =
+      Run({"run", "--rm", "--net", "none", "--userns=auto:size=4294967295", "test:latest", "true"});
+  ExpectError(r, "uids of \"");
+  EXPECT_NE(r.err.find("/etc/subuid"), std::string::npos) << Describe(r);
+  EXPECT_NE(r.err.find("no 4294967295 free ids left"), std::string::npos) << Describe(r);
   EXPECT_TRUE(ContainerDirs().empty());
 }
 

@@ -176,6 +176,60 @@ TEST(RunOptionsTest, ContainerSpecFromFlags) {
   EXPECT_EQ(spec->hostname, "h");
 }
 
+TEST(RunOptionsTest, UsernsFlagAsPodmanTakesIt) {
+  for (const char* host : {"", "host"}) {
+    Result<UsernsFlag> flag = ParseUsernsFlag(host);
+    ASSERT_TRUE(flag.has_value()) << flag.error().ToString();
+    EXPECT_EQ(flag->mode, runner::UserNamespaceMode::kHost);
+  }
+  Result<UsernsFlag> flag = ParseUsernsFlag("auto");
+  ASSERT_TRUE(flag.has_value()) << flag.error().ToString();
+  EXPECT_EQ(flag->mode, runner::UserNamespaceMode::kAuto);
+  EXPECT_FALSE(flag->size.has_value());
+  flag = ParseUsernsFlag("auto:size=8192");
+  ASSERT_TRUE(flag.has_value()) << flag.error().ToString();
+  EXPECT_EQ(flag->size, 8192u);
+  flag = ParseUsernsFlag(
+      "auto:uidmapping=0:1000:1,size=2000,gidmapping=0:2000:1,uidmapping=500:3000:10");
+  ASSERT_TRUE(flag.has_value()) << flag.error().ToString();
+  EXPECT_EQ(flag->size, 2000u);
+  EXPECT_EQ(flag->extra_uids, (std::vector<runner::IdMap>{{0, 1000, 1}, {500, 3000, 10}}));
+  EXPECT_EQ(flag->extra_gids, (std::vector<runner::IdMap>{{0, 2000, 1}}));
+}
+
+TEST(RunOptionsTest, BadUsernsFlagsSayWhatIsWrong) {
+  auto error = [](const char* text) {
+    Result<UsernsFlag> flag = ParseUsernsFlag(text);
+    return flag ? std::string() : flag.error().message();
+  };
+  EXPECT_EQ(error("keep-id"), "--userns \"keep-id\": want auto[:OPTIONS] or host");
+  EXPECT_EQ(error("automatic"), "--userns \"automatic\": want auto[:OPTIONS] or host");
+  EXPECT_EQ(error("auto:size=0"), "--userns \"auto:size=0\": size=0: want 1 to 4294967295");
+  EXPECT_EQ(error("auto:size=lots"),
+            "--userns \"auto:size=lots\": size=lots: want 1 to 4294967295");
+  EXPECT_EQ(error("auto:size=4294967296"),
+            "--userns \"auto:size=4294967296\": size=4294967296: want 1 to 4294967295");
+  EXPECT_EQ(error("auto:"),
+            "--userns \"auto:\": unknown option \"\" (want size=, "
+            "uidmapping= or gidmapping=)");
+  EXPECT_EQ(error("auto:nomap"),
+            "--userns \"auto:nomap\": unknown option \"nomap\" (want "
+            "size=, uidmapping= or gidmapping=)");
+  EXPECT_EQ(error("auto:uidmapping=0:1"),
+            "--userns \"auto:uidmapping=0:1\": uidmapping=0:1: want CONTAINER:HOST:SIZE");
+  EXPECT_EQ(error("auto:gidmapping=0:1:2:3"),
+            "--userns \"auto:gidmapping=0:1:2:3\": gidmapping=0:1:2:3: want CONTAINER:HOST:SIZE");
+  EXPECT_EQ(error("auto:uidmapping=0:1:0"),
+            "--userns \"auto:uidmapping=0:1:0\": uidmapping 0:1:0: size 0");
+  EXPECT_EQ(error("auto:uidmapping=0:1:10,uidmapping=5:100:1"),
+            "--userns \"auto:uidmapping=0:1:10,uidmapping=5:100:1\": uidmapping 5:100:1 "
+            "overlaps 0:1:10");
+  // A bad flag fails the spec too.
+  RunFlags flags;
+  flags.userns = "auto:size=0";
+  EXPECT_FALSE(BuildContainerSpec(flags, runner::ProcessSpec{}).has_value());
+}
+
 TEST(RunOptionsTest, ContainerSpecRefusesBadFlags) {
   auto fails = [](auto edit) {
     RunFlags flags;

@@ -485,14 +485,11 @@ TEST_F(ContainerTest, BridgeNetworkGivesEth0AndReachesTheHost) {
 }
 
 TEST_F(ContainerTest, AutoUserNamespace) {
-  imgtool::testing::WriteTestFile(Path("subuid"), "root:200000:65536\n");
-  imgtool::testing::WriteTestFile(Path("subgid"), "root:300000:65536\n");
   ContainerSpec spec = Spec({"probe", "id", "+", "read", "/proc/self/uid_map", "+", "read",
                              "/proc/self/gid_map", "+", "pid", "+", "sethostname", "u", "+",
                              "write", "/dev/shm/x", "1", "+", "status", "CapEff"});
   spec.userns = UserNamespaceMode::kAuto;
-  spec.subuid_file = Path("subuid");
-  spec.subgid_file = Path("subgid");
+  spec.id_mappings = {{{0, 200000, 65536}}, {{0, 300000, 65536}}};
   spec.security.cap_add = {"SYS_ADMIN"};  // over the container's own namespaces only
   EXPECT_EQ(RunOk(spec),
             "uid=0 gid=0 groups=\n         0     200000      65536\n"
