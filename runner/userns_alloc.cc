@@ -324,7 +324,18 @@ Status UsernsAllocator::Store(const std::vector<UsernsAllocation>& allocations) 
                     {"gid_map", MapToJson(allocation.mappings.gids)}});
   }
   Json json = {{"allocations", list}};
-  return WriteFileAtomic(TablePath(), json.dump() + "\n", 0600);
+  // Atomic for readers (a rename, under the lock) but not fsynced: the table
+  // describes running processes and existing directories, boot-scoped like
+  // container records, and an fsync on every run and rm cost several ms.
+  fs::path temp = options_.state_dir / "allocations.json.tmp";
+  UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return ErrnoError("write " + temp.string());
+  IMGTOOL_TRY(WriteAll(fd.get(), json.dump() + "\n").Wrap("write " + temp.string()));
+  fd.reset();
+  if (::rename(temp.c_str(), TablePath().c_str()) != 0) {
+    return ErrnoError("rename to " + TablePath().string());
+  }
+  return OkStatus();
 }
 
 Result<UsernsLease> UsernsAllocator::Allocate(const UsernsRequest& request) {
