@@ -541,6 +541,33 @@ TEST_F(RunTest, UserNamespaceAutoTakesBackTheSliceOfAKilledImgtool) {
             (std::vector<runner::IdMap>{{0, ids.uid_start(), 2001}}));
 }
 
+TEST_F(RunTest, UserNamespaceAutoCoversTheIdsTheImageAndUserUse) {
+  SubordinateIds ids(Work() / "userns");
+  // An image with files of 5000:6000 (tar keeps the owners).
+  fs::path rootfs = Work() / "owned-rootfs";
+  ::imgtool::runner::testing::BuildTestRootfs(rootfs);
+  WriteTestFile(rootfs / "data/owned", "x\n");
+  ASSERT_EQ(::chown((rootfs / "data/owned").c_str(), 5000, 6000), 0);
+  fs::path tar = Work() / "owned.tar";
+  CommandResult made = RunCommand(
+      {"tar", "--sort=name", "--numeric-owner", "-C", rootfs.string(), "-cf", tar.string(), "."});
+  ASSERT_EQ(made.exit_code, 0) << Describe(made);
+  Ok({"import", tar.string(), "owned:latest"});
+  std::vector<std::string> flags = {"--userns=auto"};
+  std::string out = Probe({"sh", "-c", "cat /proc/self/uid_map; stat -c '%u:%g' /data/owned"},
+                          flags, "owned:latest");
+  EXPECT_EQ(out, "         0     " + std::to_string(ids.uid_start()) + "       6001\n5000:6000\n");
+  // Worked out once: the answer is kept per chain ID.
+  fs::path cache = fs::path(Root().string() + "-state") / "userns-ids";
+  ASSERT_TRUE(fs::exists(cache));
+  EXPECT_EQ(std::distance(fs::directory_iterator(cache), fs::directory_iterator()), 1);
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, flags, "owned:latest")),
+            (std::vector<runner::IdMap>{{0, ids.uid_start(), 6001}}));
+  // A numeric user past the image's ids counts too.
+  EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto", "-u", "7000"})),
+            (std::vector<runner::IdMap>{{0, ids.uid_start(), 7001}}));
+}
+
 TEST_F(RunTest, UserNamespaceAutoErrors) {
   SubordinateIds ids(Work() / "userns");
   ExpectError(Run({"run", "--rm", "--net", "none", "--userns=auto:size=0", "test:latest", "true"}),
