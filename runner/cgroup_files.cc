@@ -84,6 +84,34 @@ Status SignalCgroupPids(const std::filesystem::path& dir, int sig) {
   return OkStatus();
 }
 
+std::optional<std::string> V1CgroupPathOf(std::string_view proc_cgroup,
+                                          const std::set<std::string>& controllers) {
+  std::string_view rest = proc_cgroup;
+  while (!rest.empty()) {
+    size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    size_t first = line.find(':');
+    size_t second = first == std::string_view::npos ? first : line.find(':', first + 1);
+    if (second == std::string_view::npos) continue;
+    std::string_view listed = line.substr(first + 1, second - first - 1);
+    // "cpu,cpuacct" holds "cpu": whole names only.
+    bool match = false;
+    size_t start = 0;
+    while (!match && start <= listed.size()) {
+      size_t comma = listed.find(',', start);
+      if (comma == std::string_view::npos) comma = listed.size();
+      match = controllers.contains(std::string(listed.substr(start, comma - start)));
+      start = comma + 1;
+    }
+    if (!match) continue;
+    std::string_view path = line.substr(second + 1);
+    while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+    return std::string(path);
+  }
+  return std::nullopt;
+}
+
 Status MakeCgroupDir(const std::filesystem::path& dir) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoError(StrCat("create cgroup ", dir.string()));

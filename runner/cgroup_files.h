@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +30,12 @@ Result<std::vector<pid_t>> ReadCgroupPids(const std::filesystem::path& dir);
 // Sends `sig` to every pid of <dir>/cgroup.procs; with SIGKILL repeats a few
 // rounds so that processes forked meanwhile go too. Pids already gone are fine.
 Status SignalCgroupPids(const std::filesystem::path& dir, int sig);
+
+// The path, relative to its hierarchy's root, of the cgroup that
+// /proc/<pid>/cgroup text ("ID:CONTROLLERS:PATH" lines) names for the v1
+// hierarchy holding any of `controllers`; nullopt when no line lists one.
+std::optional<std::string> V1CgroupPathOf(std::string_view proc_cgroup,
+                                          const std::set<std::string>& controllers);
 
 // mkdir that accepts an existing dir.
 Status MakeCgroupDir(const std::filesystem::path& dir);

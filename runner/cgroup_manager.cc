@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,76 +95,6 @@ Result<std::vector<std::string>> CleanupStaleCgroups(
   }
   if (!first) return std::move(first).error();
   return removed;
-}
-
-namespace {
-
-// The no-op move: this thread into its own cgroup of the first managed v1
-// hierarchy listed in /proc/thread-self/cgroup ("ID:CONTROLLERS:PATH").
-void WarmUpCgroupMoves() {
-  Result<CgroupLayout> layout = DetectCgroupLayout();
-  if (!layout || layout->version != CgroupVersion::kV1) return;
-  Result<std::string> text = ReadFileToString("/proc/thread-self/cgroup", 1u << 16);
-  if (!text) return;
-  std::string_view rest = *text;
-  while (!rest.empty()) {
-    size_t end = rest.find('\n');
-    std::string_view line = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-    size_t first = line.find(':');
-    size_t second = first == std::string_view::npos ? first : line.find(':', first + 1);
-    if (second == std::string_view::npos) continue;
-    std::string_view controllers = line.substr(first + 1, second - first - 1);
-    std::string_view path = line.substr(second + 1);
-    while (!path.empty() && path.front() == '/') path.remove_prefix(1);
-    for (std::string_view managed : kManagedControllers) {
-      auto mount = layout->v1_mounts.find(std::string(managed));
-      if (mount == layout->v1_mounts.end()) continue;
-      // "cpu,cpuacct" holds "cpu": match whole names only.
-      bool listed = false;
-      size_t start = 0;
-      while (start <= controllers.size()) {
-        size_t comma = controllers.find(',', start);
-        if (comma == std::string_view::npos) comma = controllers.size();
-        listed |= controllers.substr(start, comma - start) == managed;
-        start = comma + 1;
-      }
-      if (!listed) continue;
-      Status moved = WriteCgroupFile(mount->second / std::string(path), "tasks",
-                                     std::to_string(::gettid()));
-      if (!moved) LogDebug("cgroup move warm-up: ", moved.error().ToString());
-      return;
-    }
-  }
-}
-
-}  // namespace
-
-CgroupMoveWarmup CgroupMoveWarmup::Start() {
-  CgroupMoveWarmup warmup;
-  // The thread starts with every signal blocked: a SIGINT meant for the
-  // container (which the caller blocks and forwards) must not find it with
-  // the default action, which would end imgtool.
-  sigset_t all, saved;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
-  try {
-    warmup.thread_ = std::thread(WarmUpCgroupMoves);
-  } catch (const std::system_error& e) {
-    LogDebug("cgroup move warm-up: ", e.what());
-  }
-  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
-  return warmup;
-}
-
-CgroupMoveWarmup& CgroupMoveWarmup::operator=(CgroupMoveWarmup&& other) noexcept {
-  if (thread_.joinable()) thread_.join();
-  thread_ = std::move(other.thread_);
-  return *this;
-}
-
-CgroupMoveWarmup::~CgroupMoveWarmup() {
-  if (thread_.joinable()) thread_.join();
 }
 
 Result<CgroupClaim> CgroupClaim::Acquire(const std::filesystem::path& dir, const std::string& id) {

@@ -15,7 +15,6 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -73,6 +72,19 @@ class CgroupManager {  // one per container
   // Moves `pid` into the cgroup (every v1 hierarchy we manage; v2 fallback when
   // CLONE_INTO_CGROUP is unavailable; `exec` joining a running container).
   virtual Status AddProcess(pid_t pid) = 0;
+  // v1: moves the calling thread alone into the cgroup, so that the
+  // processes it clones until LeaveWithThisThread start there, as
+  // CLONE_INTO_CGROUP does on v2. A thread moving itself is the one move the
+  // kernel makes without first waiting for an RCU grace period (about 10 ms,
+  // more on a busy machine); AddProcess, like any move of another task, waits.
+  // Meanwhile pids.max is one higher, as the thread counts. On failure the
+  // thread is where it was. v2: NotFound (use CLONE_INTO_CGROUP).
+  virtual Status EnterWithThisThread() {
+    return NotFoundError("only cgroup v1 moves a thread alone");
+  }
+  // Moves the calling thread back to the cgroups it left in
+  // EnterWithThisThread and restores pids.max.
+  virtual Status LeaveWithThisThread() { return OkStatus(); }
   // True when the kernel's OOM killer killed a process of this cgroup
   // (v2 memory.events oom_kill; v1 memory.oom_control oom_kill).
   virtual Result<bool> OomKilled() = 0;
@@ -103,26 +115,6 @@ Result<std::unique_ptr<CgroupManager>> NewCgroupManager(const std::string& conta
 // containers are left alone. Returns the ids it removed.
 Result<std::vector<std::string>> CleanupStaleCgroups(
     const CgroupLayout& layout, const std::function<bool(std::string_view id)>& is_live);
-
-// Moving a process into a v1 cgroup first waits for an RCU grace period (the
-// kernel switches its cgroup_threadgroup_rwsem to the writer's slow path),
-// several ms on an idle machine, and a move within about one grace period
-// after another one is quick. Started early, a thread makes a move that
-// changes nothing (itself into the cgroup it is in), so that the wait overlaps
-// the caller's preparation instead of delaying the container's start by as
-// much. Nothing happens on cgroup v2, whose CLONE_INTO_CGROUP moves nothing.
-class CgroupMoveWarmup {
- public:
-  // Never fails: a warm-up that can not be done only costs its time back.
-  static CgroupMoveWarmup Start();
-  CgroupMoveWarmup() = default;
-  CgroupMoveWarmup(CgroupMoveWarmup&&) noexcept = default;
-  CgroupMoveWarmup& operator=(CgroupMoveWarmup&&) noexcept;
-  ~CgroupMoveWarmup();  // waits for the thread
-
- private:
-  std::thread thread_;
-};
 
 // Where the creators of imgtool's cgroups hold their claims: /run, so that a
 // reboot, which ends every cgroup, ends every claim too.

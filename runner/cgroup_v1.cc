@@ -2,6 +2,7 @@
 
 #include <csignal>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "runner/cgroup_detect.h"
 #include "runner/cgroup_files.h"
@@ -131,10 +132,15 @@ Status CgroupV1::WriteLimits(const CgroupResources& r) {
     IMGTOOL_TRY(WriteCgroupFile(Find("cpuset")->dir, "cpuset.cpus", *r.cpuset_cpus));
   }
   if (r.pids_limit) {
-    IMGTOOL_TRY(WriteCgroupFile(Find("pids")->dir, "pids.max",
-                                *r.pids_limit > 0 ? std::to_string(*r.pids_limit) : "max"));
+    pids_limit_ = r.pids_limit;
+    IMGTOOL_TRY(WritePidsMax(*r.pids_limit, 0));
   }
   return OkStatus();
+}
+
+Status CgroupV1::WritePidsMax(int64_t limit, int64_t extra) {
+  return WriteCgroupFile(Find("pids")->dir, "pids.max",
+                         limit > 0 ? std::to_string(limit + extra) : "max");
 }
 
 Result<UniqueFd> CgroupV1::DirFdForCloneIntoCgroup() {
@@ -148,6 +154,48 @@ Status CgroupV1::AddProcess(pid_t pid) {
         WriteCgroupFile(h.dir, "cgroup.procs", text).Wrap(StrCat("add pid ", pid, " to cgroup")));
   }
   return OkStatus();
+}
+
+Status CgroupV1::EnterWithThisThread() {
+  if (!left_dirs_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
+  IMGTOOL_ASSIGN_OR_RETURN(std::string own,
+                           ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
+  std::vector<std::filesystem::path> from;
+  for (const Hierarchy& h : hierarchies_) {
+    std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
+    if (!path) {
+      return FailedPreconditionError("/proc/thread-self/cgroup lists no cgroup of " +
+                                     h.mount.string());
+    }
+    from.push_back(h.mount / *path);
+  }
+  // The thread counts against pids.max while it is in.
+  if (pids_limit_) IMGTOOL_TRY(WritePidsMax(*pids_limit_, 1));
+  // "0" is the writing thread itself.
+  for (size_t i = 0; i < hierarchies_.size(); ++i) {
+    Status moved = WriteCgroupFile(hierarchies_[i].dir, "tasks", "0");
+    if (!moved) {
+      left_dirs_.assign(from.begin(), from.begin() + static_cast<std::ptrdiff_t>(i));
+      (void)LeaveWithThisThread();
+      return std::move(moved).error().Wrap("move this thread into the cgroup");
+    }
+  }
+  left_dirs_ = std::move(from);
+  return OkStatus();
+}
+
+Status CgroupV1::LeaveWithThisThread() {
+  Status first;
+  for (const std::filesystem::path& dir : left_dirs_) {
+    Status moved = WriteCgroupFile(dir, "tasks", "0");
+    if (!moved && first) first = std::move(moved).error().Wrap("move this thread back");
+  }
+  left_dirs_.clear();
+  if (pids_limit_) {
+    Status restored = WritePidsMax(*pids_limit_, 0);
+    if (!restored && first) first = std::move(restored);
+  }
+  return first;
 }
 
 Result<bool> CgroupV1::OomKilled() {

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@ class CgroupV1 : public CgroupManager {
   Status Create(const CgroupResources& resources) override;
   Result<UniqueFd> DirFdForCloneIntoCgroup() override;
   Status AddProcess(pid_t pid) override;
+  Status EnterWithThisThread() override;
+  Status LeaveWithThisThread() override;
   Result<bool> OomKilled() override;
   Status Kill(int sig) override;
   Result<std::vector<pid_t>> Pids() override;
@@ -42,7 +45,13 @@ class CgroupV1 : public CgroupManager {
   const Hierarchy* Primary() const;
   Status WriteLimits(const CgroupResources& resources);
 
+  // Writes pids.max for a limit of `limit` container processes.
+  Status WritePidsMax(int64_t limit, int64_t extra);
+
   std::vector<Hierarchy> hierarchies_;
+  std::optional<int64_t> pids_limit_;  // as given to Create
+  // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
+  std::vector<std::filesystem::path> left_dirs_;
 };
 
 }  // namespace imgtool::runner

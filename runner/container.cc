@@ -43,14 +43,30 @@ int PidfdSendSignal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
 
+// The calling thread's stay in a v1 cgroup it entered with
+// EnterWithThisThread: over at Leave, or at the latest on scope exit.
+class ThreadInCgroup {
+ public:
+  explicit ThreadInCgroup(CgroupManager* cgroup) : cgroup_(cgroup) {}
+  ThreadInCgroup(const ThreadInCgroup&) = delete;
+  ThreadInCgroup& operator=(const ThreadInCgroup&) = delete;
+  ~ThreadInCgroup() { (void)Leave(); }
+  Status Leave() {
+    CgroupManager* cgroup = std::exchange(cgroup_, nullptr);
+    return cgroup != nullptr ? cgroup->LeaveWithThisThread() : OkStatus();
+  }
+
+ private:
+  CgroupManager* cgroup_;
+};
+
 // Everything the child needs, prepared by the parent before the clone.
 struct ChildPlan {
   // The parent writes the id maps before the child may do anything.
   bool wait_before_setup = false;
-  // The parent joins the child to its v1 cgroups and/or attaches its network
-  // while the child sets up the rootfs; the command runs only after that.
-  // (Moving a process between v1 cgroups waits for an RCU grace period,
-  // several ms, which the child's setup now overlaps.)
+  // The parent joins the child to its cgroups (when it could not start the
+  // child in them) and/or attaches its network while the child sets up the
+  // rootfs; the command runs only after that.
   bool wait_before_exec = false;
   // The cgroup namespace is made after that wait: its root is the cgroup
   // the process sits in at the time.
@@ -259,9 +275,6 @@ Result<std::unique_ptr<EarlyCgroup>> EarlyCgroup::Begin(const std::string& conta
   IMGTOOL_ASSIGN_OR_RETURN(early->manager_, NewCgroupManager(container_id, early->layout_));
   IMGTOOL_TRY(
       early->manager_->Create(resources).Wrap("container " + container_id + ": cgroup"));
-  // The dirs exist: the thread's move, which holds the kernel's cgroup lock
-  // for its wait, blocks no mkdir of ours.
-  if (early->layout_.version == CgroupVersion::kV1) early->warmup_ = CgroupMoveWarmup::Start();
   return early;
 }
 
@@ -317,7 +330,6 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
     const CgroupLayout layout = early->layout_;
     c->cgroup_ = std::move(early->manager_);
     c->cgroup_claim_ = std::move(early->claim_);
-    c->cgroup_warmup_ = std::move(early->warmup_);
     early.reset();
     Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
     if (fd) {
@@ -409,8 +421,19 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessPlan> process_plan,
                            BuildProcessPlan(std::move(input)));
 
+  // On cgroup v1 this thread steps into the container's cgroup for the
+  // clone, so that the child starts there and nobody waits for a move.
+  std::optional<ThreadInCgroup> thread_in_cgroup;
+  if (c->cgroup_ && !cgroup_fd) {
+    Status entered = c->cgroup_->EnterWithThisThread();
+    if (entered) {
+      thread_in_cgroup.emplace(c->cgroup_.get());
+    } else if (entered.error().code() != ErrorCode::kNotFound) {
+      return std::move(entered).error().Wrap("container " + spec.id + ": cgroup");
+    }
+  }
   ChildPlan plan;
-  const bool join_cgroup = c->cgroup_ && !cgroup_fd;
+  const bool join_cgroup = c->cgroup_ && !cgroup_fd && !thread_in_cgroup;
   plan.wait_before_setup = userns;
   plan.wait_before_exec = !userns && (join_cgroup || c->network_ != nullptr);
   plan.cgroup_namespace_after_wait = plan.wait_before_exec && join_cgroup;
@@ -437,6 +460,12 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   c->pid_ = child.pid;
   c->pidfd_ = std::move(child.pidfd);
   channel.child.Close();
+  if (thread_in_cgroup) {
+    if (Status left = thread_in_cgroup->Leave(); !left) {
+      PidfdSendSignal(c->pidfd_.get(), SIGKILL);
+      return std::move(left).error().Wrap("container " + spec.id + ": cgroup");
+    }
+  }
 
   if (plan.wait_before_setup || plan.wait_before_exec) {
     // A step that fails here may have failed because the child did (it

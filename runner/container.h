@@ -59,7 +59,6 @@ class EarlyCgroup {
   CgroupLayout layout_;
   std::unique_ptr<CgroupManager> manager_;
   CgroupClaim claim_;
-  CgroupMoveWarmup warmup_;
 };
 
 class Container {
@@ -115,7 +114,6 @@ class Container {
   // Held while the cgroup exists; a later start cleans up after a creator
   // that died without removing it.
   CgroupClaim cgroup_claim_;
-  CgroupMoveWarmup cgroup_warmup_;
   std::unique_ptr<Network> network_;
   bool network_attached_ = false;
   NetworkAttachment attachment_;

@@ -76,5 +76,21 @@ TEST(CgroupFilesTest, FindsKeyedValues) {
   EXPECT_EQ(FindKeyedValue("oom_kill_disable 0\nunder_oom 0\noom_kill 1", "oom_kill"), 1);
 }
 
+TEST(CgroupFilesTest, V1CgroupPathOfMatchesWholeControllerNames) {
+  constexpr std::string_view kCgroup =
+      "12:pids:/system.slice/a.service\n"
+      "4:cpu,cpuacct:/user.slice\n"
+      "3:cpuset:/\n"
+      "1:name=systemd:/init.scope\n"
+      "0::/unified\n";
+  EXPECT_EQ(V1CgroupPathOf(kCgroup, {"pids"}), "system.slice/a.service");
+  EXPECT_EQ(V1CgroupPathOf(kCgroup, {"cpuacct"}), "user.slice");
+  EXPECT_EQ(V1CgroupPathOf(kCgroup, {"cpu", "cpuacct"}), "user.slice");
+  EXPECT_EQ(V1CgroupPathOf(kCgroup, {"cpuset"}), "");
+  EXPECT_FALSE(V1CgroupPathOf(kCgroup, {"cp"})) << "a prefix of a name is no match";
+  EXPECT_FALSE(V1CgroupPathOf(kCgroup, {"memory"}));
+  EXPECT_FALSE(V1CgroupPathOf("garbage\n", {"pids"}));
+}
+
 }  // namespace
 }  // namespace imgtool::runner

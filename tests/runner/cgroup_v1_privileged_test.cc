@@ -8,7 +8,11 @@
 #include <csignal>
 #include <cstring>
 #include <functional>
+#include <future>
+#include <thread>
+#include <vector>
 
+#include "common/file_util.h"
 #include "runner/cgroup_files.h"
 #include "runner/cgroup_manager.h"
 #include "tests/support/test_util.h"
@@ -186,6 +190,80 @@ TEST_F(CgroupV1Test, PidsLimitStopsForkLoop) {
   auto destroyed = (*manager)->Destroy();
   ASSERT_TRUE(destroyed) << destroyed.error().ToString();
   ExpectGone("pids");
+}
+
+// /proc/<pid>/task/<tid>/cgroup's path in the hierarchy of `controller`.
+std::string CgroupOf(const std::string& task_dir, const std::string& controller) {
+  auto text = ReadFileToString(task_dir + "/cgroup", 1 << 16);
+  if (!text) return "unreadable";
+  return V1CgroupPathOf(*text, {controller}).value_or("none");
+}
+
+TEST_F(CgroupV1Test, ThreadEntersForTheCloneAndLeaves) {
+  auto manager = NewCgroupManager("enter", layout_);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.pids_limit = 1;  // the child alone: the thread inside must not count
+  ASSERT_TRUE((*manager)->Create(r));
+  const std::filesystem::path pids_dir = layout_.v1_mounts.at("pids") / layout_.parent / "enter";
+  const std::string self = "/proc/self/task/" + std::to_string(gettid());
+  const std::string before = CgroupOf(self, "pids");
+  const std::string inside = layout_.parent + "/enter";
+
+  // A thread that existed before stays where it is.
+  std::promise<void> go;
+  std::string other_thread;
+  std::thread other([&, started = go.get_future()]() mutable {
+    started.wait();
+    other_thread = CgroupOf("/proc/self/task/" + std::to_string(gettid()), "pids");
+  });
+  auto entered = (*manager)->EnterWithThisThread();
+  go.set_value();
+  other.join();
+  ASSERT_TRUE(entered) << entered.error().ToString();
+  for (const auto& [controller, mount] : layout_.v1_mounts) {
+    if (controller == "pids" || controller == "memory" || controller == "cpu" ||
+        controller == "cpuset") {
+      EXPECT_EQ(CgroupOf(self, controller), inside) << controller;
+    }
+  }
+  EXPECT_EQ(ReadCgroupFile(pids_dir, "pids.max").value(), "2\n") << "one more for the thread";
+  EXPECT_FALSE((*manager)->EnterWithThisThread()) << "entered twice";
+  pid_t pid = fork();
+  if (pid == 0) {
+    pause();
+    _exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  auto left = (*manager)->LeaveWithThisThread();
+  ASSERT_TRUE(left) << left.error().ToString();
+
+  EXPECT_EQ(CgroupOf(self, "pids"), before);
+  EXPECT_EQ(other_thread, before);
+  EXPECT_EQ(CgroupOf("/proc/" + std::to_string(pid), "pids"), inside);
+  EXPECT_EQ(CgroupOf("/proc/" + std::to_string(pid), "memory"), inside);
+  EXPECT_EQ(ReadCgroupFile(pids_dir, "pids.max").value(), "1\n");
+  auto pids = (*manager)->Pids();
+  ASSERT_TRUE(pids);
+  EXPECT_EQ(*pids, std::vector<pid_t>{pid});
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  auto destroyed = (*manager)->Destroy();
+  ASSERT_TRUE(destroyed) << destroyed.error().ToString();
+  ExpectGone("enter");
+}
+
+TEST_F(CgroupV1Test, EnteringAMissingCgroupLeavesTheThreadWhereItWas) {
+  auto manager = NewCgroupManager("never-made", layout_);
+  ASSERT_TRUE(manager);
+  const std::string self = "/proc/self/task/" + std::to_string(gettid());
+  const std::string before = CgroupOf(self, "pids");
+  auto entered = (*manager)->EnterWithThisThread();
+  ASSERT_FALSE(entered);
+  EXPECT_NE(entered.error().message().find("tasks"), std::string::npos)
+      << entered.error().ToString();
+  EXPECT_EQ(CgroupOf(self, "pids"), before);
+  EXPECT_EQ(CgroupOf(self, "memory"), CgroupOf("/proc/self", "memory"));
 }
 
 TEST_F(CgroupV1Test, CpuLimitsAreWritten) {
