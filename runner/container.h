@@ -38,9 +38,7 @@ namespace imgtool::runner {
 
 // The start of a container's cgroup, for a caller that can begin it before
 // the rest of the container is known (the image found, the snapshot ready):
-// the claim, the cgroup dirs and limits, and on cgroup v1 the kernel's wait
-// before the first move into a cgroup (see CgroupMoveWarmup), which then
-// runs on a thread while the caller prepares. Container::Start takes it over;
+// the claim, the cgroup dirs and limits. Container::Start takes it over;
 // unused, it removes the cgroup again.
 class EarlyCgroup {
  public:
