@@ -369,8 +369,8 @@ Result<UsernsLease> UsernsAllocator::Allocate(const UsernsRequest& request) {
         PickIdMap(ids.ranges, NormalizeRanges(used), request.size, extra);
     if (!map) {
       return std::move(map).error().Wrap(StrCat("--userns=auto: ", request.size, " ", kind,
-                                                " of \"", ids.user, "\" in ", file.string(), " (",
-                                                live.size(), " slices taken)"));
+                                                " of \"", ids.user, "\" in ", file.string(),
+                                                " (containers holding slices: ", live.size(), ")"));
     }
     return map;
   };

@@ -209,7 +209,7 @@ TEST_F(AllocatorTest, RunningOutNamesTheFile) {
   EXPECT_NE(b.error().message().find("--userns=auto: 1001 uids of \""), std::string::npos)
       << b.error().message();
   EXPECT_NE(b.error().message().find(Path("subuid").string() +
-                                     " (1 slices taken): no 1001 free "
+                                     " (containers holding slices: 1): no 1001 free "
                                      "ids left: 1000 of the 5000 in the ranges are free"),
             std::string::npos)
       << b.error().message();
