@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/scope_guard.h"
 #include "overlay/applier.h"
 
 namespace imgtool::overlay {
@@ -72,14 +74,6 @@ class Unpacker {
                   manifest_.layers[layer].digest.ToString(), ")");
   }
 
-  // Snapshotter calls are cheap metadata updates; one at a time keeps
-  // implementations that are not thread-safe (test fakes) working.
-  template <typename F>
-  auto Locked(F&& f) {
-    std::lock_guard<std::mutex> lock(snapshotter_mu_);
-    return f();
-  }
-
   store::Store& store_;
   Snapshotter& snapshotter_;
   const store::Manifest& manifest_;
@@ -88,7 +82,6 @@ class Unpacker {
   const UnpackOptions& options_;
   std::string key_prefix_;
 
-  std::mutex snapshotter_mu_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   std::vector<Job> jobs_;
@@ -120,10 +113,9 @@ Status Unpacker::Apply(Job& job) {
   size_t i = job.layer;
   std::string parent = job.attached && i > 0 ? chain_[i - 1].ToString() : "";
   std::string key = StrCat(key_prefix_, i, job.attached ? "" : "-detached");
-  IMGTOOL_TRY(Locked([&] { return snapshotter_.Prepare(key, parent); }));
+  IMGTOOL_TRY(snapshotter_.Prepare(key, parent));
   job.key = key;
-  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path upper,
-                           Locked([&] { return snapshotter_.UpperDir(key); }));
+  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path upper, snapshotter_.UpperDir(key));
   const store::Descriptor& layer = manifest_.layers[i];
   IMGTOOL_ASSIGN_OR_RETURN(UniqueFd blob, store_.content().OpenRaw(layer.digest));
   ApplyOptions apply;
@@ -138,37 +130,24 @@ Status Unpacker::Apply(Job& job) {
   return OkStatus();
 }
 
-// A layer applied before its parent was committed sits in a snapshot without
-// a parent; now that the parent exists, its tree moves into a snapshot
-// prepared on the parent. Swapping the two upper directories keeps the root
-// directory's own mode, owner and xattrs, which a copy of its children would not.
 Status Unpacker::Attach(Job& job) {
   size_t i = job.layer;
   std::string key = StrCat(key_prefix_, i);
-  IMGTOOL_TRY(Locked([&] { return snapshotter_.Prepare(key, chain_[i - 1].ToString()); }));
-  std::string detached = std::exchange(job.key, key);
-  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path from,
-                           Locked([&] { return snapshotter_.UpperDir(detached); }));
-  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path to,
-                           Locked([&] { return snapshotter_.UpperDir(key); }));
-  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) != 0) {
-    Status removed = Locked([&] { return snapshotter_.Remove(detached); });
-    (void)removed;
-    return ErrnoError("exchange " + from.string() + " and " + to.string());
-  }
+  IMGTOOL_TRY(AttachDetached(snapshotter_, job.key, chain_[i - 1].ToString(), key));
+  job.key = key;
   LogDebug("unpack: attached ", Describe(i), " to its parent");
-  return Locked([&] { return snapshotter_.Remove(detached); }).Wrap("remove " + detached);
+  return OkStatus();
 }
 
 Status Unpacker::CommitJob(Job& job) {
   if (!job.attached) IMGTOOL_TRY(Attach(job));
   std::string name = chain_[job.layer].ToString();
-  Status status = Locked([&] { return snapshotter_.Commit(name, job.key); });
+  Status status = snapshotter_.Commit(name, job.key);
   if (!status) {
     if (status.error().code() != ErrorCode::kAlreadyExists) return status;
     // Another process unpacked the same layer first; its snapshot is as good.
     LogDebug("unpack: ", name, " was committed meanwhile by another process");
-    IMGTOOL_TRY(Locked([&] { return snapshotter_.Remove(job.key); }));
+    IMGTOOL_TRY(snapshotter_.Remove(job.key));
   }
   job.committed = true;
   std::lock_guard<std::mutex> lock(mu_);
@@ -177,7 +156,7 @@ Status Unpacker::CommitJob(Job& job) {
 }
 
 Result<std::string> Unpacker::Run() {
-  IMGTOOL_ASSIGN_OR_RETURN(committed_, Locked([&] { return snapshotter_.CommittedNames(); }));
+  IMGTOOL_ASSIGN_OR_RETURN(committed_, snapshotter_.CommittedNames());
   // A committed snapshot implies its whole parent chain is committed.
   size_t first_missing = 0;
   for (size_t i = chain_.size(); i > 0; --i) {
@@ -219,7 +198,7 @@ Result<std::string> Unpacker::Run() {
   if (!failure) {
     for (Job& job : jobs_) {
       if (job.committed || job.key.empty()) continue;
-      Status removed = Locked([&] { return snapshotter_.Remove(job.key); });
+      Status removed = snapshotter_.Remove(job.key);
       if (!removed) LogWarning("unpack: remove ", job.key, ": ", removed.error().ToString());
     }
     return failure.error();
@@ -239,6 +218,107 @@ Result<std::string> Unpack(store::Store& store, Snapshotter& snapshotter,
   if (manifest.layers.empty()) return std::string();
   Unpacker unpacker(store, snapshotter, manifest, config.rootfs.diff_ids, options);
   return unpacker.Run();
+}
+
+Status AttachDetached(Snapshotter& snapshotter, const std::string& detached,
+                      const std::string& parent, const std::string& key) {
+  IMGTOOL_TRY(snapshotter.Prepare(key, parent));
+  ScopeGuard drop([&] { (void)snapshotter.Remove(key); });
+  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path from, snapshotter.UpperDir(detached));
+  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path to, snapshotter.UpperDir(key));
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_EXCHANGE) != 0) {
+    return ErrnoError("exchange " + from.string() + " and " + to.string());
+  }
+  // From here `detached` holds the empty directory: an error removing it
+  // drops the attached tree too, and the caller's removal of `detached`
+  // tries again.
+  IMGTOOL_TRY(snapshotter.Remove(detached).Wrap("remove " + detached));
+  drop.Cancel();
+  return OkStatus();
+}
+
+Result<std::unique_ptr<StreamedLayer>> StreamedLayer::Start(Snapshotter& snapshotter,
+                                                            const Digest& blob_digest,
+                                                            std::string description,
+                                                            bool unprivileged) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return ErrnoError("socketpair for " + description);
+  }
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  std::string key = StrCat(kUnpackKeyPrefix, ::getpid(), "-", RandomNonce(), "-stream-",
+                           blob_digest.hex().substr(0, 12));
+  IMGTOOL_TRY(snapshotter.Prepare(key, ""));
+  std::unique_ptr<StreamedLayer> layer(
+      new StreamedLayer(snapshotter, std::move(key), std::move(description)));
+  IMGTOOL_ASSIGN_OR_RETURN(std::filesystem::path upper, snapshotter.UpperDir(layer->key_));
+  layer->write_end_ = std::move(write_end);
+  layer->thread_ =
+      std::thread([self = layer.get(), fd = std::move(read_end), upper, unprivileged]() mutable {
+        ApplyOptions apply;
+        apply.whiteouts = WhiteoutMode::kOverlay;
+        apply.hash_blob = false;  // the caller verifies these bytes
+        apply.description = self->description_;
+        apply.unprivileged = unprivileged;
+        self->applied_ = ApplyLayer(fd.get(), upper, apply);
+        // Closing the read end makes further writes fail at once (EPIPE).
+        fd.reset();
+      });
+  return layer;
+}
+
+StreamedLayer::~StreamedLayer() {
+  Stop();
+  if (key_.empty()) return;
+  Status removed = snapshotter_.Remove(key_);
+  if (!removed) LogWarning("remove ", key_, ": ", removed.error().ToString());
+}
+
+void StreamedLayer::Stop() {
+  write_end_.reset();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StreamedLayer::Write(std::string_view bytes) {
+  while (write_end_ && !bytes.empty()) {
+    ssize_t n = ::send(write_end_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      write_end_.reset();  // the apply gave up; Commit reports its error
+      return;
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void StreamedLayer::End() { write_end_.reset(); }
+
+Status StreamedLayer::Commit(const Digest& diff_id, const std::string& parent,
+                             const std::string& name) {
+  Stop();
+  if (key_.empty()) return FailedPreconditionError(description_ + ": no snapshot to commit");
+  if (!applied_) return applied_.error();
+  if (applied_->diff_id != diff_id) {
+    return DataLossError(StrCat(description_, ": diff ID is ", applied_->diff_id.ToString(),
+                                ", the config says ", diff_id.ToString()));
+  }
+  if (!parent.empty()) {
+    std::string attached = key_ + "-attached";
+    IMGTOOL_TRY(AttachDetached(snapshotter_, key_, parent, attached).Wrap(description_));
+    key_ = attached;
+  }
+  Status status = snapshotter_.Commit(name, key_);
+  if (!status) {
+    if (status.error().code() != ErrorCode::kAlreadyExists) {
+      return std::move(status).Wrap(description_);
+    }
+    // Another process unpacked the same layer first; its snapshot is as good.
+    LogDebug("unpack: ", name, " was committed meanwhile by another process");
+    IMGTOOL_TRY(snapshotter_.Remove(key_));
+  }
+  key_.clear();
+  return OkStatus();
 }
 
 }  // namespace imgtool::overlay

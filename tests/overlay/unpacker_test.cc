@@ -71,6 +71,20 @@ class UnpackerTest : public ::testing::Test {
     return list ? *list : std::vector<SnapshotInfo>();
   }
 
+  // Every chain ID is a committed snapshot on the one before, holding exactly
+  // its own layer's files (see Layers).
+  void ExpectCommittedChain(const std::vector<Digest>& chain) {
+    for (size_t i = 0; i < chain.size(); ++i) {
+      auto info = snapshotter_->Stat(chain[i].ToString());
+      ASSERT_TRUE(info) << info.error().ToString();
+      EXPECT_EQ(info->kind, Kind::kCommitted);
+      EXPECT_EQ(info->parent, i == 0 ? "" : chain[i - 1].ToString());
+      auto usage = snapshotter_->GetUsage(chain[i].ToString());
+      ASSERT_TRUE(usage) << usage.error().ToString();
+      EXPECT_EQ(usage->inodes, 3) << "root, layerN, common";
+    }
+  }
+
   std::unique_ptr<TempDir> dir_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<OverlaySnapshotter> snapshotter_;
@@ -83,23 +97,11 @@ TEST_F(UnpackerTest, CommitsEveryLayerOnItsParent) {
   auto top = Unpack(*store_, *snapshotter_, manifest, config);
   ASSERT_TRUE(top) << top.error().ToString();
   EXPECT_EQ(*top, chain.back().ToString());
-  std::vector<SnapshotInfo> list = List();
-  ASSERT_EQ(list.size(), 5u);
-  for (size_t i = 0; i < chain.size(); ++i) {
-    auto info = snapshotter_->Stat(chain[i].ToString());
-    ASSERT_TRUE(info) << info.error().ToString();
-    EXPECT_EQ(info->kind, Kind::kCommitted);
-    EXPECT_EQ(info->parent, i == 0 ? "" : chain[i - 1].ToString());
-  }
-  // Each snapshot holds exactly its own layer's files.
-  for (size_t i = 0; i < chain.size(); ++i) {
-    auto view = snapshotter_->View("check", chain[i].ToString());
-    ASSERT_TRUE(view);
-    auto usage = snapshotter_->GetUsage(chain[i].ToString());
-    ASSERT_TRUE(usage) << usage.error().ToString();
-    EXPECT_EQ(usage->inodes, 3) << "root, layerN, common";
-    ASSERT_TRUE(snapshotter_->Remove("check"));
-  }
+  ASSERT_EQ(List().size(), 5u);
+  ExpectCommittedChain(chain);
+  // A committed snapshot can be viewed.
+  ASSERT_TRUE(snapshotter_->View("check", chain.back().ToString()));
+  ASSERT_TRUE(snapshotter_->Remove("check"));
 }
 
 TEST_F(UnpackerTest, SkipsWhatIsCommitted) {
@@ -199,6 +201,120 @@ TEST_F(UnpackerTest, OneWorkerAndEmptyImage) {
   auto refused = Unpack(*store_, *snapshotter_, manifest, mismatched);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+}
+
+// Streams a blob into a StreamedLayer in small writes, as a download does.
+void Feed(StreamedLayer& layer, std::string_view blob) {
+  while (!blob.empty()) {
+    size_t n = std::min<size_t>(blob.size(), 4096);
+    layer.Write(blob.substr(0, n));
+    blob.remove_prefix(n);
+  }
+  layer.End();
+}
+
+TEST_F(UnpackerTest, StreamedLayersAppliedOutOfOrderCommitOnTheirParents) {
+  BuiltImage image = BuildImage(Layers(3, "t"), true, "streamed");
+  std::vector<Digest> chain = ChainIds(image.diff_ids);
+  std::vector<std::unique_ptr<StreamedLayer>> layers(3);
+  // The last layer arrives first, the first last: none needs its parent.
+  for (int i = 2; i >= 0; --i) {
+    auto started = StreamedLayer::Start(*snapshotter_, Digest::Sha256Of(image.layer_blobs[i]),
+                                        "layer " + std::to_string(i + 1));
+    ASSERT_TRUE(started) << started.error().ToString();
+    layers[i] = std::move(*started);
+    Feed(*layers[i], image.layer_blobs[i]);
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    Status committed = layers[i]->Commit(image.diff_ids[i], i == 0 ? "" : chain[i - 1].ToString(),
+                                         chain[i].ToString());
+    ASSERT_TRUE(committed) << committed.error().ToString();
+    layers[i].reset();
+  }
+  // The same snapshots as the ordinary unpack makes: one per chain ID on its
+  // parent, each with only its own layer's files, nothing active left over.
+  ASSERT_EQ(List().size(), 3u);
+  ExpectCommittedChain(chain);
+  auto [manifest, config] = Store(image);
+  auto top = Unpack(*store_, *snapshotter_, manifest, config);
+  ASSERT_TRUE(top) << top.error().ToString();
+  EXPECT_EQ(*top, chain.back().ToString());
+  EXPECT_EQ(List().size(), 3u) << "Unpack found every layer committed";
+  auto cleaned = snapshotter_->Cleanup();
+  ASSERT_TRUE(cleaned);
+  EXPECT_EQ(*cleaned, 0u);
+}
+
+TEST_F(UnpackerTest, StreamedLayerWithAnotherDiffIdIsNotCommitted) {
+  BuiltImage image = BuildImage(Layers(2, "d"), true, "diff");
+  auto started =
+      StreamedLayer::Start(*snapshotter_, Digest::Sha256Of(image.layer_blobs[0]), "layer 1");
+  ASSERT_TRUE(started) << started.error().ToString();
+  Feed(**started, image.layer_blobs[0]);
+  Digest other = image.diff_ids[1];
+  Status committed = (*started)->Commit(other, "", other.ToString());
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code(), ErrorCode::kDataLoss) << committed.error().ToString();
+  EXPECT_NE(committed.error().message().find(other.ToString()), std::string::npos)
+      << committed.error().ToString();
+  // Until it is destroyed the detached snapshot exists; then nothing does.
+  ASSERT_EQ(List().size(), 1u);
+  EXPECT_EQ(List()[0].kind, Kind::kActive);
+  EXPECT_TRUE(List()[0].name.starts_with(kUnpackKeyPrefix)) << List()[0].name;
+  started->reset();
+  EXPECT_TRUE(List().empty());
+}
+
+TEST_F(UnpackerTest, StreamedLayerOfBadOrCutBytesIsRemoved) {
+  BuiltImage image = BuildImage(Layers(1, "b"), true, "bad");
+  const std::string& blob = image.layer_blobs[0];
+  // Not gzip at all: the apply gives up at once, and later writes (far more
+  // than a socket buffer) are dropped rather than blocking the writer.
+  {
+    auto layer = StreamedLayer::Start(*snapshotter_, Digest::Sha256Of("x"), "garbage");
+    ASSERT_TRUE(layer) << layer.error().ToString();
+    Feed(**layer, std::string(8 << 20, 'x'));
+    Status committed = (*layer)->Commit(image.diff_ids[0], "", image.diff_ids[0].ToString());
+    ASSERT_FALSE(committed);
+    EXPECT_NE(committed.error().message().find("garbage"), std::string::npos)
+        << committed.error().ToString();
+  }
+  // Cut in the middle and abandoned (the download failed): never committed.
+  {
+    auto layer = StreamedLayer::Start(*snapshotter_, Digest::Sha256Of(blob), "cut");
+    ASSERT_TRUE(layer) << layer.error().ToString();
+    (*layer)->Write(std::string_view(blob).substr(0, blob.size() / 2));
+  }
+  // Cut, then asked to commit: the short stream is the apply's error.
+  {
+    auto layer = StreamedLayer::Start(*snapshotter_, Digest::Sha256Of(blob), "short");
+    ASSERT_TRUE(layer) << layer.error().ToString();
+    Feed(**layer, std::string_view(blob).substr(0, blob.size() / 2));
+    EXPECT_FALSE((*layer)->Commit(image.diff_ids[0], "", image.diff_ids[0].ToString()));
+  }
+  EXPECT_TRUE(List().empty());
+  auto cleaned = snapshotter_->Cleanup();
+  ASSERT_TRUE(cleaned);
+  EXPECT_EQ(*cleaned, 0u);
+}
+
+TEST_F(UnpackerTest, StreamedLayerCommittedMeanwhileElsewhereIsSuccess) {
+  BuiltImage image = BuildImage(Layers(2, "r"), true, "raced");
+  std::vector<Digest> chain = ChainIds(image.diff_ids);
+  auto [manifest, config] = Store(image);
+  auto started =
+      StreamedLayer::Start(*snapshotter_, Digest::Sha256Of(image.layer_blobs[1]), "layer 2");
+  ASSERT_TRUE(started) << started.error().ToString();
+  Feed(**started, image.layer_blobs[1]);
+  // Another unpack commits both layers before the stream's commit.
+  ASSERT_TRUE(Unpack(*store_, *snapshotter_, manifest, config));
+  Status committed =
+      (*started)->Commit(image.diff_ids[1], chain[0].ToString(), chain[1].ToString());
+  EXPECT_TRUE(committed) << committed.error().ToString();
+  started->reset();
+  std::vector<SnapshotInfo> list = List();
+  ASSERT_EQ(list.size(), 2u);
+  for (const SnapshotInfo& info : list) EXPECT_EQ(info.kind, Kind::kCommitted) << info.name;
 }
 
 }  // namespace
