@@ -317,7 +317,7 @@ Result<HttpResponse> Client::Send(HttpRequest request, const SendOptions& option
     ++attempt;
     if (!response) {
       if (options.retry && response.error().code() == ErrorCode::kUnavailable &&
-          attempt < options_.max_attempts) {
+          attempt < options_.max_attempts && !(options.cancelled && options.cancelled())) {
         LogInfo("retrying after: ", response.error().ToString());
         std::this_thread::sleep_for(Backoff(options_.backoff, attempt, ""));
         continue;
@@ -420,6 +420,7 @@ Result<bool> Client::FetchBlob(std::string_view repository, const store::Descrip
   SendOptions options;
   options.scopes = {PullScope(repository)};
   options.sink = &sink;
+  options.cancelled = cancelled;
   options.prepare = [&](HttpRequest& r) {
     int64_t have = writer->written();
     sink.set_skip(0);

@@ -107,6 +107,9 @@ class Client {
     // Called before every attempt (e.g. to set Range from what has arrived).
     std::function<void(HttpRequest&)> prepare;
     bool retry = true;
+    // True once the caller gave up (another blob of the pull failed): no
+    // retry then.
+    std::function<bool()> cancelled;
   };
 
   Result<HttpResponse> Send(HttpRequest request, const SendOptions& options);
