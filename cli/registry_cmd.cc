@@ -1,12 +1,10 @@
 // pull, push, login, logout: moving images between the store and registries.
 #include "cli/registry_cmd.h"
 
-#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <iostream>
@@ -24,7 +22,6 @@
 #include "cli/output.h"
 #include "common/file_util.h"
 #include "common/log.h"
-#include "overlay/applier.h"
 #include "overlay/unpacker.h"
 #include "registry/auth_config.h"
 #include "registry/client.h"
@@ -164,120 +161,43 @@ class ProgressPrinter {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
-// The image's first layer applied while its blob downloads: the bytes the
-// pull writes to the ingest also go through a socket to ApplyLayer on a
-// thread of this object (the ingest verifies the blob digest). Once the
-// download ended and the config is known (its first diff ID), Finish commits
-// the snapshot under that chain ID, or removes it: any failure leaves the
-// layer to the ordinary unpack from the committed blob. Snapshotter calls
-// happen on the threads that construct and finish it, one at a time.
-class StreamedFirstLayer final : public registry::BlobStream {
- public:
-  StreamedFirstLayer(overlay::Snapshotter& snapshotter, const store::Descriptor& layer)
-      : snapshotter_(snapshotter),
-        layer_(layer),
-        key_(StrCat(overlay::kUnpackKeyPrefix, ::getpid(), "-stream-",
-                    layer.digest.hex().substr(0, 12))) {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;
-    UniqueFd read_end(fds[0]);
-    write_end_.reset(fds[1]);
-    Result<std::vector<Mount>> prepared = snapshotter_.Prepare(key_, "");
-    if (!prepared) {
-      LogDebug("pull: no streamed unpack: ", prepared.error().ToString());
-      write_end_.reset();
-      return;
-    }
-    prepared_ = true;
-    Result<std::filesystem::path> upper = snapshotter_.UpperDir(key_);
-    if (!upper) {
-      write_end_.reset();
-      return;
-    }
-    thread_ = std::thread([this, fd = std::move(read_end), dir = *upper]() mutable {
-      overlay::ApplyOptions apply;
-      apply.whiteouts = overlay::WhiteoutMode::kOverlay;
-      // The ingest hashes and verifies these same bytes; Finish commits
-      // nothing unless it did.
-      apply.hash_blob = false;
-      apply.description = "layer " + layer_.digest.ToString();
-      applied_ = overlay::ApplyLayer(fd.get(), dir, apply);
-      // Closing the read end makes further writes fail at once (EPIPE).
-      fd.reset();
-    });
-  }
-
-  ~StreamedFirstLayer() override {
-    write_end_.reset();
-    if (thread_.joinable()) thread_.join();
-    if (prepared_ && !committed_) (void)snapshotter_.Remove(key_);
-  }
-
-  void Write(std::string_view bytes) override {
-    while (write_end_ && !bytes.empty()) {
-      ssize_t n = ::send(write_end_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        write_end_.reset();  // the apply gave up: the ordinary unpack will do
-        return;
-      }
-      bytes.remove_prefix(static_cast<size_t>(n));
-    }
-  }
-
-  void End(bool committed) override {
-    blob_committed_ = committed;
-    write_end_.reset();
-  }
-
-  // Commits the applied layer as the snapshot of `diff_id` (the chain ID of a
-  // first layer) when the blob was committed and the tar's digest matches;
-  // true when that snapshot exists afterwards.
-  bool Finish(const Digest& diff_id) {
-    write_end_.reset();
-    if (thread_.joinable()) thread_.join();
-    if (!prepared_ || !blob_committed_ || !applied_) {
-      if (applied_.has_value() == false && prepared_ && blob_committed_) {
-        LogDebug("pull: streamed unpack failed: ", applied_.error().ToString());
-      }
-      return false;
-    }
-    if (applied_->diff_id != diff_id) return false;
-    Status status = snapshotter_.Commit(diff_id.ToString(), key_);
-    if (!status && status.error().code() != ErrorCode::kAlreadyExists) return false;
-    committed_ = status.has_value();
-    LogDebug("pull: ", layer_.digest.ToString(), " unpacked while it downloaded");
-    return true;
-  }
-
-  const Digest& digest() const { return layer_.digest; }
-
- private:
-  overlay::Snapshotter& snapshotter_;
-  store::Descriptor layer_;
-  std::string key_;
-  UniqueFd write_end_;
-  bool prepared_ = false;
-  std::atomic<bool> blob_committed_ = false;
-  bool committed_ = false;
-  Result<overlay::ApplyResult> applied_ = InternalError("not applied");
-  std::thread thread_;
-};
-
-// Unpacks the leading layers whose blobs are in while later ones still
-// download, so that download, verification and extraction overlap; the first
-// layer is even applied while it downloads (StreamedFirstLayer). The final
-// overlay::Unpack before tagging finds those snapshots committed and does the
-// rest; an error here is left for that call to report.
+// Unpacks the image's layers while the pull downloads them, so that download,
+// verification and extraction overlap for every layer. A layer whose download
+// starts while fewer than kMaxStreams others stream is applied as its bytes
+// arrive (overlay::StreamedLayer: the bytes written to the ingest are teed
+// into the applier, into a detached snapshot); one that is not streamed (too
+// many applies at once, or its blob was in the store) is unpacked from its
+// committed blob. A loop thread commits the layers in order, each on its
+// parent: a streamed one only when the ingest committed (verified) its blob
+// and its tar's diff ID is the config's; otherwise its snapshot is removed
+// and the layer is unpacked from the blob. The final overlay::Unpack before
+// tagging finds them committed and does what is left; an error here is left
+// for that call to report.
 class OverlappedUnpacker {
  public:
+  // Layers applied while they download, at most, at once. Each costs a core
+  // for gunzip + sha256 + file writes while the downloads (TLS, the ingest's
+  // sha256) need CPU too; measured on 2 cores with bench/pull.sh (see
+  // bench/BENCHMARKS.md, pull).
+  static constexpr size_t kMaxStreams = 4;
+
   OverlappedUnpacker(store::Store& store, overlay::Snapshotter& snapshotter)
       : store_(store), snapshotter_(snapshotter), thread_([this] { Loop(); }) {}
-  ~OverlappedUnpacker() { Finish(); }
+  // Abandons what is not committed yet (a failed pull): streamed snapshots
+  // not committed are removed.
+  ~OverlappedUnpacker() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+      cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
 
   void SetManifest(const store::Manifest& manifest) {
     std::lock_guard lock(mu_);
     manifest_ = manifest;
+    layers_.resize(manifest.layers.size());
     cv_.notify_one();
   }
   void BlobDone(const Digest& digest) {
@@ -285,113 +205,164 @@ class OverlappedUnpacker {
     done_.insert(digest);
     cv_.notify_one();
   }
-  // The stream for the first layer's download (called once per blob, from a
-  // download thread, before the loop can touch the snapshotter: the loop
-  // waits for that blob); null for any other blob.
+
+  // The stream for a layer's download (called from download threads as a
+  // blob's download starts), or null: not a layer, or enough streams run.
   std::unique_ptr<registry::BlobStream> StreamFor(const store::Descriptor& blob) {
+    size_t i = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (!manifest_ || stop_) return nullptr;
+      while (i < layers_.size() &&
+             (manifest_->layers[i].digest != blob.digest || layers_[i].tried)) {
+        ++i;
+      }
+      if (i == layers_.size()) return nullptr;
+      if (streaming_ >= kMaxStreams) {
+        LogDebug("pull: ", Describe(i), " is not streamed: ", streaming_, " layers stream");
+        return nullptr;
+      }
+      layers_[i].tried = true;
+      layers_[i].streaming = true;
+      ++streaming_;
+    }
+    auto started = overlay::StreamedLayer::Start(snapshotter_, blob.digest, Describe(i));
     std::lock_guard lock(mu_);
-    if (!manifest_ || manifest_->layers.empty() || streamed_ ||
-        blob.digest != manifest_->layers[0].digest) {
+    if (!started) {
+      LogDebug("pull: ", Describe(i), " is not streamed: ", started.error().ToString());
+      layers_[i].streaming = false;
+      --streaming_;
+      cv_.notify_one();
       return nullptr;
     }
-    auto stream = std::make_unique<StreamedFirstLayer>(snapshotter_, manifest_->layers[0]);
-    streamed_ = stream.get();
-    return std::make_unique<Forward>(std::move(stream), this);
+    layers_[i].stream = std::move(*started);
+    return std::make_unique<Feed>(this, i, layers_[i].stream.get());
   }
-  // Waits for the unpack under way; the snapshotter is the caller's again.
+
+  // Commits what it can now that every blob is in, then returns: the
+  // snapshotter is the caller's again.
   void Finish() {
     {
       std::lock_guard lock(mu_);
-      stop_ = true;
+      finishing_ = true;
       cv_.notify_one();
     }
     if (thread_.joinable()) thread_.join();
-    std::unique_ptr<StreamedFirstLayer> stream;
-    std::optional<store::Manifest> manifest;
-    bool config_in = false;
-    {
-      std::lock_guard lock(mu_);
-      stream = std::move(stream_);
-      manifest = manifest_;
-      config_in = manifest_ && done_.count(manifest_->config.digest) > 0;
-    }
-    // A stream back from a download that the loop had no turn for (the pull
-    // ended right after the blob): finished here, so its work is not lost.
-    if (stream && config_in) {
-      Result<store::ImageConfig> config = store_.ReadConfig(manifest->config.digest);
-      if (config && !config->rootfs.diff_ids.empty()) stream->Finish(config->rootfs.diff_ids[0]);
-    }
-    stream.reset();  // an unfinished stream removes its snapshot
   }
 
  private:
-  // Hands the first layer's stream back to this unpacker when its download
-  // ends, so that its snapshot is finished on the loop's thread.
-  class Forward final : public registry::BlobStream {
+  struct Layer {
+    std::unique_ptr<overlay::StreamedLayer> stream;  // until the loop took it
+    bool tried = false;                              // a stream was made (or refused) for it
+    bool streaming = false;                          // its download feeds `stream`
+    bool blob_committed = false;                     // that download ended with the blob verified
+  };
+
+  // One layer's download, teed into its StreamedLayer.
+  class Feed final : public registry::BlobStream {
    public:
-    Forward(std::unique_ptr<StreamedFirstLayer> stream, OverlappedUnpacker* owner)
-        : stream_(std::move(stream)), owner_(owner) {}
-    ~Forward() override {
-      if (stream_) owner_->Adopt(std::move(stream_));
+    Feed(OverlappedUnpacker* owner, size_t layer, overlay::StreamedLayer* stream)
+        : owner_(owner), layer_(layer), stream_(stream) {}
+    ~Feed() override {
+      if (!ended_) owner_->Ended(layer_, *stream_, false);
     }
     void Write(std::string_view bytes) override { stream_->Write(bytes); }
     void End(bool committed) override {
-      stream_->End(committed);
-      owner_->Adopt(std::move(stream_));
+      ended_ = true;
+      owner_->Ended(layer_, *stream_, committed);
     }
 
    private:
-    std::unique_ptr<StreamedFirstLayer> stream_;
     OverlappedUnpacker* owner_;
+    size_t layer_;
+    overlay::StreamedLayer* stream_;
+    bool ended_ = false;
   };
 
-  void Adopt(std::unique_ptr<StreamedFirstLayer> stream) {
+  void Ended(size_t i, overlay::StreamedLayer& stream, bool committed) {
+    stream.End();
     std::lock_guard lock(mu_);
-    stream_ = std::move(stream);
+    layers_[i].streaming = false;
+    layers_[i].blob_committed = committed;
+    --streaming_;
     cv_.notify_one();
   }
 
-  // Leading layers whose blobs are committed; 0 until the config is in, and
-  // while the first layer's stream has not come back.
-  size_t ReadyPrefix() const {
-    if (!manifest_ || !done_.count(manifest_->config.digest)) return 0;
-    if (streamed_ != nullptr && !stream_finished_ && stream_ == nullptr) return 0;
-    size_t n = 0;
-    while (n < manifest_->layers.size() && done_.count(manifest_->layers[n].digest)) ++n;
-    return n;
+  std::string Describe(size_t i) const {
+    return StrCat("layer ", i + 1, " of ", manifest_->layers.size(), " (",
+                  manifest_->layers[i].digest.ToString(), ")");
+  }
+
+  // Whether the loop has something to do: read the config, or commit layer
+  // next_ (its stream ended, or its blob is in and nothing streams it).
+  bool HasWork() const {
+    if (!manifest_ || next_ >= layers_.size()) return false;
+    if (!config_) return done_.count(manifest_->config.digest) > 0;
+    const Layer& layer = layers_[next_];
+    if (layer.streaming) return false;
+    return layer.stream || done_.count(manifest_->layers[next_].digest) > 0;
+  }
+
+  // Commits layer next_ from its stream; true when that worked.
+  bool CommitStreamed(std::unique_lock<std::mutex>& lock) {
+    size_t i = next_;
+    std::unique_ptr<overlay::StreamedLayer> stream = std::move(layers_[i].stream);
+    bool blob_committed = layers_[i].blob_committed;
+    std::string what = Describe(i);
+    lock.unlock();
+    Status status = FailedPreconditionError("its blob was not committed");
+    if (blob_committed) {
+      status = stream->Commit(config_->rootfs.diff_ids[i], i == 0 ? "" : chain_[i - 1].ToString(),
+                              chain_[i].ToString());
+    }
+    stream.reset();  // removes the snapshot when not committed
+    if (status) {
+      LogDebug("pull: ", what, " unpacked while it downloaded");
+    } else {
+      LogDebug("pull: streamed ", what, " not used: ", status.error().ToString());
+    }
+    lock.lock();
+    return status.has_value();
   }
 
   void Loop() {
     std::unique_lock lock(mu_);
-    std::optional<store::ImageConfig> config;
     while (true) {
-      cv_.wait(lock, [&] { return stop_ || (!failed_ && ReadyPrefix() > unpacked_); });
-      if (stop_) return;
-      size_t n = ReadyPrefix();
+      cv_.wait(lock, [&] { return stop_ || finishing_ || (!failed_ && HasWork()); });
+      if (stop_ || failed_ || !HasWork()) return;
+      if (!config_) {
+        Digest digest = manifest_->config.digest;
+        size_t layers = layers_.size();
+        lock.unlock();
+        Result<store::ImageConfig> config = store_.ReadConfig(digest);
+        lock.lock();
+        if (!config || config->rootfs.diff_ids.size() != layers) {
+          failed_ = true;
+          continue;
+        }
+        config_ = std::move(*config);
+        chain_ = overlay::ChainIds(config_->rootfs.diff_ids);
+        continue;
+      }
+      if (layers_[next_].stream) {
+        if (CommitStreamed(lock)) ++next_;
+        continue;  // else the blob is unpacked once it is in
+      }
+      // Layers not streamed whose blobs are in: unpacked from the blobs.
+      size_t end = next_;
+      while (end < layers_.size() && !layers_[end].streaming && !layers_[end].stream &&
+             done_.count(manifest_->layers[end].digest) > 0) {
+        ++end;
+      }
       store::Manifest prefix = *manifest_;
-      std::unique_ptr<StreamedFirstLayer> stream;
-      if (!stream_finished_ && stream_) stream = std::move(stream_);
+      store::ImageConfig partial = *config_;
       lock.unlock();
-      bool ok = true;
-      if (!config) {
-        auto read = store_.ReadConfig(prefix.config.digest);
-        if (read) config = std::move(*read);
-        ok = read.has_value() && config->rootfs.diff_ids.size() == prefix.layers.size();
-      }
-      if (stream) {
-        if (ok) stream->Finish(config->rootfs.diff_ids[0]);
-        stream.reset();
-      }
-      if (ok) {
-        store::ImageConfig partial = *config;
-        prefix.layers.resize(n);
-        partial.rootfs.diff_ids.resize(n);
-        ok = overlay::Unpack(store_, snapshotter_, prefix, partial).has_value();
-      }
+      prefix.layers.resize(end);
+      partial.rootfs.diff_ids.resize(end);
+      bool ok = overlay::Unpack(store_, snapshotter_, prefix, partial).has_value();
       lock.lock();
-      if (streamed_ != nullptr) stream_finished_ = true;
       if (ok) {
-        unpacked_ = n;
+        next_ = end;
       } else {
         failed_ = true;
       }
@@ -403,14 +374,16 @@ class OverlappedUnpacker {
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<store::Manifest> manifest_;
+  std::optional<store::ImageConfig> config_;
+  std::vector<Digest> chain_;
+  std::vector<Layer> layers_;
   std::set<Digest> done_;
-  size_t unpacked_ = 0;
+  size_t streaming_ = 0;  // layers whose download feeds a stream now
+  size_t next_ = 0;       // the first layer not committed by this loop
   bool failed_ = false;
+  bool finishing_ = false;
   bool stop_ = false;
-  const StreamedFirstLayer* streamed_ = nullptr;     // made for the first layer
-  std::unique_ptr<StreamedFirstLayer> stream_;       // back from its download
-  bool stream_finished_ = false;
-  std::thread thread_;
+  std::thread thread_;  // last: starts once the members above exist
 };
 
 // --- pull ---------------------------------------------------------------------

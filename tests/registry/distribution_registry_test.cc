@@ -28,8 +28,8 @@ namespace fs = std::filesystem;
 using cli::testing::Describe;
 using ::imgtool::testing::CommandResult;
 using ::imgtool::testing::RegistryProcess;
-using ::imgtool::testing::StartRegistry;
 using ::imgtool::testing::RunCommand;
+using ::imgtool::testing::StartRegistry;
 using ::imgtool::testing::WriteTestFile;
 
 bool Run(const std::vector<std::string>& argv) {
@@ -90,6 +90,82 @@ class DistributionTest : public cli::testing::CliTest {
 
   fs::path Root2() const { return Work() / "root2"; }
 
+  // Three gzip layers of ~1 MiB each that compress poorly (so that they
+  // stream in many writes): dataN in each, only-in-2 in the last.
+  static std::vector<std::string> MultiLayerTars() {
+    std::vector<std::string> tars;
+    uint64_t x = 20261130;
+    for (int i = 0; i < 3; ++i) {
+      std::string data(1 << 20, '\0');
+      for (char& c : data) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        c = static_cast<char>(x >> 56);
+      }
+      std::vector<cli::testing::TarEntry> entries = {{"data" + std::to_string(i), data}};
+      if (i == 2) entries.push_back({"only-in-2", "last\n"});
+      tars.push_back(cli::testing::MakeTar(entries));
+    }
+    return tars;
+  }
+  static cli::testing::BuiltImage MultiLayerImage() {
+    return cli::testing::BuildImage(MultiLayerTars(), /*gzip=*/true, "layers");
+  }
+
+  // Writes `image` into the default root as local/NAME:1 (its blobs as they
+  // are: no unpack that would check its diff IDs) and pushes it to the plain
+  // registry; returns the pushed reference.
+  std::string LoadAndPushLayers(const std::string& name, const cli::testing::BuiltImage& image) {
+    std::string local = "local/" + name + ":1";
+    {
+      auto store = store::Store::Open(Root());
+      EXPECT_TRUE(store) << store.error().ToString();
+      if (!store) return "";
+      for (const std::string& blob : image.layer_blobs)
+        EXPECT_TRUE((*store)->content().WriteBlob(blob));
+      EXPECT_TRUE((*store)->content().WriteBlob(image.config));
+      EXPECT_TRUE((*store)->content().WriteBlob(image.manifest));
+      store::Descriptor top;
+      top.media_type = std::string(store::media_type::kOciManifest);
+      top.digest = image.ManifestDigest();
+      top.size = static_cast<int64_t>(image.manifest.size());
+      EXPECT_TRUE((*store)->index().Set(*store::ParseReference(local), top));
+    }
+    std::string ref = plain_->host() + "/test/" + name + ":1";
+    CommandResult push = Imgtool({"push", "-q", "--tls-verify=false", local, ref});
+    EXPECT_EQ(push.exit_code, 0) << Describe(push);
+    return ref;
+  }
+
+  // The snapshot names of the layers (OCI chain IDs; the registry client
+  // knows no overlay).
+  static std::vector<Digest> ChainIds(const std::vector<Digest>& diff_ids) {
+    std::vector<Digest> chain = {diff_ids[0]};
+    for (size_t i = 1; i < diff_ids.size(); ++i) {
+      chain.push_back(Digest::Sha256Of(chain.back().ToString() + " " + diff_ids[i].ToString()));
+    }
+    return chain;
+  }
+
+  // Where the plain registry keeps a blob's bytes.
+  fs::path RegistryBlob(const std::string& blob) const {
+    std::string hex = Digest::Sha256Of(blob).hex();
+    return Work() / "plain" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" /
+           hex.substr(0, 2) / hex / "data";
+  }
+
+  static std::string SnapshotMetadata(const fs::path& root) {
+    return ::imgtool::testing::ReadTestFile(fs::path(root.string() + "-state") / "snapshots" /
+                                            "metadata.json");
+  }
+
+  // No unpack left an active snapshot behind, and fsck finds nothing.
+  void ExpectNoActiveSnapshot(const fs::path& root) {
+    std::string metadata = SnapshotMetadata(root);
+    EXPECT_EQ(metadata.find("unpack-"), std::string::npos) << metadata;
+    CommandResult fsck = ImgtoolIn(root, {"fsck"});
+    EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+  }
+
   std::unique_ptr<RegistryProcess> plain_;
   std::unique_ptr<RegistryProcess> tls_;
   std::string cert_dir_;
@@ -133,26 +209,85 @@ TEST_F(DistributionTest, PushThenPullGivesTheSameDigests) {
   EXPECT_EQ(repush.out, push.out);
 }
 
-TEST_F(DistributionTest, PullUnpacksTheFirstLayerWhileItDownloads) {
-  ImportImage("local/streamed:1");
-  std::string ref = plain_->host() + "/test/streamed:1";
-  ASSERT_EQ(Imgtool({"push", "--tls-verify=false", "local/streamed:1", ref}).exit_code, 0);
+TEST_F(DistributionTest, PullUnpacksEveryLayerWhileItDownloads) {
+  std::string ref = LoadAndPushLayers("streamed", MultiLayerImage());
   CommandResult pull =
       ImgtoolIn(Root2(), {"--log-level", "debug", "pull", "-q", "--tls-verify=false", ref});
   ASSERT_EQ(pull.exit_code, 0) << Describe(pull);
-  EXPECT_NE(pull.err.find("unpacked while it downloaded"), std::string::npos) << pull.err;
-  // The streamed snapshot is the image's layer: complete, and nothing of the
-  // stream's work is left (no active unpack snapshot, fsck clean).
+  for (int i = 1; i <= 3; ++i) {
+    std::string line = "layer " + std::to_string(i) + " of 3 (";
+    size_t at = pull.err.find(line);
+    ASSERT_NE(at, std::string::npos) << line << " in " << pull.err;
+    EXPECT_NE(pull.err.find("unpacked while it downloaded", at), std::string::npos) << pull.err;
+  }
+  // The streamed snapshots are the image's layers: complete, and nothing of
+  // the streams' work is left (no active unpack snapshot, fsck clean).
   CommandResult exported =
       ImgtoolIn(Root2(), {"export", ref, "-o", (Work() / "streamed.tar").string()});
   ASSERT_EQ(exported.exit_code, 0) << Describe(exported);
   CommandResult listing = RunCommand({"tar", "-tf", (Work() / "streamed.tar").string()});
-  EXPECT_NE(listing.out.find("etc/greeting"), std::string::npos);
-  std::string metadata = ::imgtool::testing::ReadTestFile(fs::path(Root2().string() + "-state") / "snapshots" /
-                                      "metadata.json");
-  EXPECT_EQ(metadata.find("unpack-"), std::string::npos) << metadata;
-  CommandResult fsck = ImgtoolIn(Root2(), {"fsck"});
-  EXPECT_EQ(fsck.exit_code, 0) << Describe(fsck);
+  for (const char* name : {"data0", "data1", "data2", "only-in-2"}) {
+    EXPECT_NE(listing.out.find(name), std::string::npos) << name << " in " << listing.out;
+  }
+  ExpectNoActiveSnapshot(Root2());
+}
+
+TEST_F(DistributionTest, PullOfALayerRejectedMidStreamCommitsNothingOfIt) {
+  cli::testing::BuiltImage image = MultiLayerImage();
+  std::string ref = LoadAndPushLayers("rejected", image);
+  // The registry serves other bytes of the same size for layer 2 (it does not
+  // check what it reads back): the ingest rejects the blob at its end, after
+  // the stream applied what it could.
+  fs::path blob = RegistryBlob(image.layer_blobs[1]);
+  std::string good = ::imgtool::testing::ReadTestFile(blob);
+  std::string bad = good;
+  bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x55);
+  WriteTestFile(blob, bad);
+  CommandResult pull =
+      ImgtoolIn(Root2(), {"--log-level", "debug", "pull", "-q", "--tls-verify=false", ref});
+  ASSERT_NE(pull.exit_code, 0) << Describe(pull);
+  Digest layer2 = Digest::Sha256Of(image.layer_blobs[1]);
+  EXPECT_NE(pull.err.find("imgtool: error: pull " + ref), std::string::npos) << pull.err;
+  EXPECT_NE(pull.err.find(layer2.ToString()), std::string::npos) << pull.err;
+  EXPECT_EQ(pull.err.find("layer 2 of 3 (" + layer2.ToString() + ") unpacked"), std::string::npos)
+      << pull.err;
+  std::vector<Digest> chain = ChainIds(image.diff_ids);
+  std::string metadata = SnapshotMetadata(Root2());
+  EXPECT_EQ(metadata.find(chain[1].ToString()), std::string::npos) << metadata;
+  EXPECT_EQ(metadata.find(chain[2].ToString()), std::string::npos) << metadata;
+  ExpectNoActiveSnapshot(Root2());
+  CommandResult images = ImgtoolIn(Root2(), {"images", "-q"});
+  EXPECT_EQ(images.out, "") << Describe(images);
+
+  // With the right bytes back, the same store pulls the image.
+  WriteTestFile(blob, good);
+  CommandResult again = ImgtoolIn(Root2(), {"pull", "-q", "--tls-verify=false", ref});
+  ASSERT_EQ(again.exit_code, 0) << Describe(again);
+  ExpectNoActiveSnapshot(Root2());
+}
+
+TEST_F(DistributionTest, PullOfALayerWithAnotherDiffIdCommitsNothingOfIt) {
+  cli::testing::BuiltImage good = MultiLayerImage();
+  std::vector<Digest> ids = good.diff_ids;
+  ids[1] = Digest::Sha256Of("not the layer");
+  cli::testing::BuiltImage image = cli::testing::BuildImage(
+      MultiLayerTars(), /*gzip=*/true, "wrong", cli::testing::ConfigJson(ids, "wrong"));
+  std::string ref = LoadAndPushLayers("wrongdiff", image);
+  CommandResult pull =
+      ImgtoolIn(Root2(), {"--log-level", "debug", "pull", "-q", "--tls-verify=false", ref});
+  ASSERT_NE(pull.exit_code, 0) << Describe(pull);
+  // The stream's tree was refused, then the unpack from the blob failed too.
+  EXPECT_NE(pull.err.find("streamed layer 2 of 3"), std::string::npos) << pull.err;
+  EXPECT_NE(pull.err.find("imgtool: error: pull " + ref + ": unpack"), std::string::npos)
+      << pull.err;
+  EXPECT_NE(pull.err.find(ids[1].ToString()), std::string::npos) << pull.err;
+  std::string metadata = SnapshotMetadata(Root2());
+  std::vector<Digest> chain = ChainIds(ids);
+  EXPECT_NE(metadata.find(chain[0].ToString()), std::string::npos) << metadata;
+  EXPECT_EQ(metadata.find(chain[1].ToString()), std::string::npos) << metadata;
+  ExpectNoActiveSnapshot(Root2());
+  CommandResult images = ImgtoolIn(Root2(), {"images", "-q"});
+  EXPECT_EQ(images.out, "") << Describe(images);
 }
 
 TEST_F(DistributionTest, RunPullsAMissingImage) {
