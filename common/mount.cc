@@ -333,8 +333,8 @@ Status AttachCreatedMount(int fs_fd, const ParsedOptions& options, const fs::pat
   return AttachTree(mount_fd.get(), options, target);
 }
 
-Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options,
-                          const fs::path& target) {
+// The overlay through the new mount API, as a detached mount.
+Result<UniqueFd> CreateOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options) {
   UniqueFd fs_fd(FsOpen("overlay"));
   if (!fs_fd) return ErrnoError("fsopen");
   for (const std::string& lower : config.lowers) {
@@ -347,7 +347,16 @@ Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& opti
     return FsConfigError(fs_fd.get(),
                          StrCat("create with ", config.lowers.size(), " lower layers"));
   }
-  return AttachCreatedMount(fs_fd.get(), options, target);
+  UniqueFd mount_fd(static_cast<int>(
+      ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
+  if (!mount_fd) return FsConfigError(fs_fd.get(), "fsmount");
+  return mount_fd;
+}
+
+Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options,
+                          const fs::path& target) {
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd tree, CreateOverlayNewApi(config, options));
+  return AttachTree(tree.get(), options, target);
 }
 
 std::string LegacyOverlayData(const std::vector<std::string>& lowers, const OverlayConfig& config) {
@@ -570,6 +579,16 @@ Status MountAt(const Mount& mount, const fs::path& target, const MountIdmap* idm
     return InvalidArgumentError(context + ": only bind and overlay mounts can be idmapped");
   }
   return MountPlain(mount, options, target).Wrap(context);
+}
+
+Result<UniqueFd> MountDetached(const Mount& mount) {
+  ParsedOptions options = ParseOptions(mount.options);
+  if (mount.type != "overlay" || options.bind || options.propagation != 0 ||
+      g_force_legacy_overlay.load() || !KernelHasLowerdirPlus()) {
+    return NotFoundError("no detached mount of " + mount.type + " here");
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(OverlayConfig config, ParseOverlayConfig(options));
+  return CreateOverlayNewApi(config, options).Wrap("mount overlay (detached)");
 }
 
 MountGuard& MountGuard::operator=(MountGuard&& other) noexcept {

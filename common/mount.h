@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace imgtool {
 
@@ -53,6 +54,13 @@ struct MountIdmap {
 };
 Status MountAt(const Mount& mount, const std::filesystem::path& target,
                const MountIdmap* idmap = nullptr);
+
+// The filesystem `mount` describes as a detached mount (fsmount) attached
+// nowhere, for a caller that moves it elsewhere itself (into a container's
+// mount namespace): nothing is mounted, or has to be unmounted, on the host.
+// Overlay through the new mount API only; NotFound for other types, kernels
+// without "lowerdir+", and propagation options (MountAt does those).
+Result<UniqueFd> MountDetached(const Mount& mount);
 
 // Tests use this to exercise the legacy mount(2) path for overlay, the one
 // taken on kernels without "lowerdir+" (before Linux 6.8).

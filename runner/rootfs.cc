@@ -467,6 +467,18 @@ Status PrepareRootfsPlan(RootfsPlan* plan, int root_fd) {
 Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::filesystem::path& dir,
                               const std::function<Status(int root_fd)>& inspect,
                               const MountIdmap* idmap) {
+  // A lone overlay is made as a detached mount and handed over as it is:
+  // nothing is mounted on the host, so nothing has to be unmounted there.
+  if (idmap == nullptr && mounts.size() == 1) {
+    Result<UniqueFd> detached = MountDetached(mounts.front());
+    if (detached) {
+      if (inspect) IMGTOOL_TRY(inspect(detached->get()));
+      return std::move(*detached);
+    }
+    if (detached.error().code() != ErrorCode::kNotFound) {
+      return std::move(detached).error().Wrap("rootfs " + dir.string());
+    }
+  }
   std::vector<MountGuard> guards;
   if (!mounts.empty()) {
     std::vector<Mount> first = mounts;

@@ -105,7 +105,8 @@ Result<TmpfsOptions> ParseTmpfsOptions(std::string_view options);
 // Parent side: mounts `mounts` in order at `dir` (none: `dir` is the rootfs),
 // calls `inspect` with an fd on the assembled root (to read /etc/passwd), and
 // returns a detached clone of the tree; the mounts at `dir` are undone before
-// returning, so nothing stays mounted on the host.
+// returning, so nothing stays mounted on the host. A lone overlay is made as a
+// detached mount (MountDetached) and never appears at `dir` at all.
 //
 // With an `idmap`, the tree returned is assembled again after `inspect`
 // with idmapped mounts (see MountAt), so that the image's files belong to the

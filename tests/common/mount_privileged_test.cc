@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <signal.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -311,6 +313,71 @@ INSTANTIATE_TEST_SUITE_P(Api, OverlayMountTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? std::string("Legacy") : std::string("LowerdirPlus");
                          });
+
+TEST_F(MountPrivilegedTest, DetachedOverlayIsMountedNowhereAndMovesIntoANamespace) {
+  fs::path lower = MakeDir("lower");
+  fs::path upper = MakeDir("upper");
+  fs::path work = MakeDir("work");
+  fs::path target = MakeDir("target");
+  WriteTestFile(lower / "file", "lower");
+  Mount overlay{"overlay",
+                "overlay",
+                {"lowerdir=" + lower.string(), "upperdir=" + upper.string(),
+                 "workdir=" + work.string(), "index=off", "nosuid"}};
+  std::string before = ReadTestFile("/proc/self/mountinfo");
+  auto tree = MountDetached(overlay);
+  if (!tree && tree.error().code() == ErrorCode::kNotFound) {
+    GTEST_SKIP() << "no fsconfig lowerdir+ here: " << tree.error().ToString();
+  }
+  ASSERT_TRUE(tree) << tree.error().ToString();
+  EXPECT_EQ(ReadTestFile("/proc/self/mountinfo"), before) << "nothing mounted on the host";
+  // The fd is the overlay's root: reads and writes go through it.
+  UniqueFd file(::openat(tree->get(), "file", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(file);
+  char buf[16] = {};
+  EXPECT_EQ(::read(file.get(), buf, sizeof(buf)), 5);
+  EXPECT_EQ(std::string(buf), "lower");
+  UniqueFd created(::openat(tree->get(), "new", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  ASSERT_TRUE(created);
+  EXPECT_TRUE(fs::exists(upper / "new"));
+  // A child in a new mount namespace attaches it; the host never sees it.
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) _exit(2);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(3);
+    if (::syscall(SYS_move_mount, tree->get(), "", AT_FDCWD, target.c_str(),
+                  MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+      _exit(4);
+    }
+    struct statfs info {};
+    if (::statfs(target.c_str(), &info) != 0) _exit(5);
+    if (info.f_type != static_cast<decltype(info.f_type)>(OVERLAYFS_SUPER_MAGIC)) _exit(6);
+    struct statvfs flags {};
+    if (::statvfs(target.c_str(), &flags) != 0 || (flags.f_flag & ST_NOSUID) == 0) _exit(7);
+    std::ifstream in(target / "file");
+    std::string text;
+    in >> text;
+    _exit(text == "lower" ? 0 : 8);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  EXPECT_EQ(MountCount(target), 0);
+
+  // Only overlays, and nothing that needs a place (propagation).
+  auto tmpfs = MountDetached({"tmpfs", "tmpfs", {}});
+  ASSERT_FALSE(tmpfs);
+  EXPECT_EQ(tmpfs.error().code(), ErrorCode::kNotFound);
+  Mount shared = overlay;
+  shared.options.push_back("rshared");
+  auto propagation = MountDetached(shared);
+  ASSERT_FALSE(propagation);
+  EXPECT_EQ(propagation.error().code(), ErrorCode::kNotFound);
+  auto bad = MountDetached({"overlay", "overlay", {"lowerdir=" + (dir_->path() / "gone").string()}});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("gone"), std::string::npos) << bad.error().ToString();
+}
 
 TEST_F(MountPrivilegedTest, MountAllStacksAndUndoesEverything) {
   fs::path target = MakeDir("stack");
