@@ -277,8 +277,7 @@ Result<int> RunForeground(const Prepared& prepared, bool interactive,
 
   Timer().Mark("record the state");
   Result<runner::ExitStatus> status = (*container)->Wait();
-  container->reset();
-  Timer().Mark("the command ran, cleaned up");
+  Timer().Mark("the command ran");
   runner::RecordExit(&state, status);
   if (record.auto_remove) {
     remove();
@@ -286,6 +285,8 @@ Result<int> RunForeground(const Prepared& prepared, bool interactive,
     LogWarning("container ", record.id.substr(0, 12), ": ", written.error().ToString());
   }
   Timer().Mark(record.auto_remove ? "remove the container" : "record the end");
+  container->reset();  // and its cgroup, removed meanwhile
+  Timer().Mark("the cgroup removed");
   if (!status) return std::move(status).error();
   ReportExit(*status);
   return status->exit_code;
@@ -308,15 +309,13 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
   IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
   std::unique_ptr<runner::EarlyCgroup> early_cgroup;
   if (!flags.detach) {
-    // The cgroup first: on cgroup v1 the kernel's wait before the container's
-    // process can be moved into it (several ms) then passes while the image
-    // and the snapshot are prepared (see runner/container.h). A detached
-    // container's cgroup is made by its supervisor.
+    // The cgroup is made on a thread of its own while the image and the
+    // snapshot are prepared (see runner/container.h). A detached container's
+    // cgroup is made by its supervisor.
     IMGTOOL_ASSIGN_OR_RETURN(runner::CgroupResources resources,
                              ParseResourceFlags(flags).Wrap("run"));
-    IMGTOOL_ASSIGN_OR_RETURN(early_cgroup, runner::EarlyCgroup::Begin(id, resources)
-                                               .Wrap("run: container " + id.substr(0, 12)));
-    Timer().Mark("the cgroup");
+    early_cgroup = runner::EarlyCgroup::Begin(id, resources);
+    Timer().Mark("begin the cgroup");
   }
   ContainerStore containers(context.ContainersRoot());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());

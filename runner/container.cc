@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "common/file_util.h"
 #include "common/log.h"
@@ -256,36 +257,58 @@ std::string ResolvConfContent(std::string_view host_resolv_conf,
   return out;
 }
 
-Result<std::unique_ptr<EarlyCgroup>> EarlyCgroup::Begin(const std::string& container_id,
-                                                         const CgroupResources& resources) {
+std::unique_ptr<EarlyCgroup> EarlyCgroup::Begin(const std::string& container_id,
+                                                 const CgroupResources& resources) {
   std::unique_ptr<EarlyCgroup> early(new EarlyCgroup());
   early->id_ = container_id;
   early->resources_ = resources;
-  IMGTOOL_ASSIGN_OR_RETURN(early->layout_, DetectCgroupLayout());
-  // Cgroups left by an imgtool that was killed go now, not only at gc.
-  if (auto cleaned = CleanupUnclaimedCgroups(early->layout_, kCgroupClaimDir); !cleaned) {
-    LogWarning(cleaned.error().ToString());
+  // The thread starts with every signal blocked: a SIGINT meant for the
+  // container (which Start blocks and forwards) must never find a thread
+  // with the default action, which would end imgtool.
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  try {
+    early->thread_ = std::thread([e = early.get()] { e->made_ = e->Make(); });
+  } catch (const std::system_error& error) {
+    LogDebug("cgroup of container ", container_id, " made in line: ", error.what());
+    early->made_ = early->Make();
   }
-  // Without a claim (no writable /run) only gc cleans up after a crash.
-  if (auto claim = CgroupClaim::Acquire(kCgroupClaimDir, container_id); claim) {
-    early->claim_ = std::move(*claim);
-  } else {
-    LogDebug(claim.error().ToString());
-  }
-  IMGTOOL_ASSIGN_OR_RETURN(early->manager_, NewCgroupManager(container_id, early->layout_));
-  IMGTOOL_TRY(
-      early->manager_->Create(resources).Wrap("container " + container_id + ": cgroup"));
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return early;
 }
 
+Status EarlyCgroup::Make() {
+  IMGTOOL_ASSIGN_OR_RETURN(layout_, DetectCgroupLayout());
+  // Cgroups left by an imgtool that was killed go now, not only at gc.
+  if (auto cleaned = CleanupUnclaimedCgroups(layout_, kCgroupClaimDir); !cleaned) {
+    LogWarning(cleaned.error().ToString());
+  }
+  // Without a claim (no writable /run) only gc cleans up after a crash.
+  if (auto claim = CgroupClaim::Acquire(kCgroupClaimDir, id_); claim) {
+    claim_ = std::move(*claim);
+  } else {
+    LogDebug(claim.error().ToString());
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(manager_, NewCgroupManager(id_, layout_));
+  return manager_->Create(resources_).Wrap("container " + id_ + ": cgroup");
+}
+
+Status EarlyCgroup::Wait() {
+  if (thread_.joinable()) thread_.join();
+  return made_;
+}
+
 EarlyCgroup::~EarlyCgroup() {
-  if (!manager_) return;  // taken over by a container
+  if (thread_.joinable()) thread_.join();
+  if (!manager_) return;  // taken over by a container, or never made
   if (Status s = manager_->Destroy(); !s) {
     LogWarning("container ", id_, ": cgroup: ", s.error().ToString());
   } else {
     claim_.Release();
   }
 }
+
 
 Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, const Stdio& stdio,
                                                     std::unique_ptr<EarlyCgroup> early) {
@@ -320,13 +343,12 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   bool mount_cgroup2 = false;
   UniqueFd cgroup_fd;
   if (spec.own_cgroup) {
-    if (!early) {
-      IMGTOOL_ASSIGN_OR_RETURN(early, EarlyCgroup::Begin(spec.id, spec.resources));
-    }
+    if (!early) early = EarlyCgroup::Begin(spec.id, spec.resources);
     if (early->id_ != spec.id || early->resources_ != spec.resources) {
       return InvalidArgumentError("container " + spec.id +
                                   ": the early cgroup was made for another container or limits");
     }
+    IMGTOOL_TRY(early->Wait());
     const CgroupLayout layout = early->layout_;
     c->cgroup_ = std::move(early->manager_);
     c->cgroup_claim_ = std::move(early->claim_);
@@ -780,18 +802,31 @@ void Container::Cleanup() {
     network_attached_ = false;
   }
   if (cgroup_) {
-    if (Status s = cgroup_->Destroy(); !s) {
-      LogWarning("container ", id_, ": cgroup: ", s.error().ToString());
-    } else {
-      cgroup_claim_.Release();
+    // The cgroup's dirs go on a thread of their own while the caller goes on
+    // (removing the container's files, say); the destructor waits for it.
+    auto destroy = [id = id_, cgroup = std::move(cgroup_),
+                    claim = std::move(cgroup_claim_)]() mutable {
+      if (Status s = cgroup->Destroy(); !s) {
+        LogWarning("container ", id, ": cgroup: ", s.error().ToString());
+      } else {
+        claim.Release();
+      }
+    };
+    try {
+      // Forwarded signals are still blocked here, and stay so in the thread.
+      cgroup_destroyer_ = std::thread(std::move(destroy));
+    } catch (const std::system_error&) {
+      destroy();
     }
-    cgroup_.reset();
   }
   temp_state_dir_.reset();
   RestoreSignalMask();
 }
 
-Container::~Container() { Cleanup(); }
+Container::~Container() {
+  Cleanup();
+  if (cgroup_destroyer_.joinable()) cgroup_destroyer_.join();
+}
 
 Result<ExitStatus> RunContainer(const ContainerSpec& spec, const Stdio& stdio) {
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<Container> container, Container::Start(spec, stdio));

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "common/error.h"
 #include "common/temp_dir.h"
@@ -38,22 +39,30 @@ namespace imgtool::runner {
 
 // The start of a container's cgroup, for a caller that can begin it before
 // the rest of the container is known (the image found, the snapshot ready):
-// the claim, the cgroup dirs and limits. Container::Start takes it over;
-// unused, it removes the cgroup again.
+// the claim, the cgroup dirs and limits, made on a thread of their own while
+// the caller goes on. Container::Start waits for it and takes it over (a
+// failure to make it is the start's failure); unused, it removes the cgroup.
 class EarlyCgroup {
  public:
-  static Result<std::unique_ptr<EarlyCgroup>> Begin(const std::string& container_id,
-                                                    const CgroupResources& resources);
+  static std::unique_ptr<EarlyCgroup> Begin(const std::string& container_id,
+                                            const CgroupResources& resources);
   ~EarlyCgroup();
   EarlyCgroup(const EarlyCgroup&) = delete;
   EarlyCgroup& operator=(const EarlyCgroup&) = delete;
 
+  // Waits until the cgroup is made; its error when that failed.
+  Status Wait();
+
  private:
   friend class Container;
   EarlyCgroup() = default;
+  Status Make();
 
   std::string id_;
   CgroupResources resources_;
+  std::thread thread_;
+  Status made_;
+  // Set by Make, read once the thread is joined.
   CgroupLayout layout_;
   std::unique_ptr<CgroupManager> manager_;
   CgroupClaim claim_;
@@ -112,6 +121,8 @@ class Container {
   // Held while the cgroup exists; a later start cleans up after a creator
   // that died without removing it.
   CgroupClaim cgroup_claim_;
+  // Removes the cgroup after the container ended; joined on destruction.
+  std::thread cgroup_destroyer_;
   std::unique_ptr<Network> network_;
   bool network_attached_ = false;
   NetworkAttachment attachment_;
