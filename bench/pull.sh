@@ -9,7 +9,9 @@
 # on a free loopback port, its storage on the journaled ext4 loop mount; the
 # pull table is then repeated against a second instance with TLS (a CA made
 # here) and htpasswd basic auth.
-# Usage (root): bench/pull.sh [RUNS]   prints markdown tables of medians and ratios.
+# Usage (root): bench/pull.sh [RUNS]   prints markdown tables of medians and ratios,
+# each pull table followed by the load average before and after each image (the
+# machine is shared: compare ratios of one run, and say how loaded it was).
 source "$(dirname "$0")/lib.sh"
 runs=${1:-5}
 # PULL_IMAGES: a subset of "debian five big" (all by default).
@@ -114,8 +116,10 @@ pull_table() {
   echo
   echo "| image | imgtool pull | podman pull | skopeo copy + pigz\|tar | imgtool/podman | imgtool/(skopeo+extract) |"
   echo "|---|---|---|---|---|---|"
+  local loads=""
   for name in $images; do
     layout=$BENCH_CACHE/pull-$name-oci
+    load_before=$(cut -d' ' -f1 /proc/loadavg)
     # shellcheck disable=SC2086
     skopeo copy -q $(echo "$sflags" | sed 's/--src-/--dest-/g') "oci:$layout:latest" "docker://$r/bench/$name:latest"
     hexes=$(layers_of "$layout" | tr '\n' ' ')
@@ -133,7 +137,11 @@ pull_table() {
     s=$(bench_median "$out/pull-$name.json" 2)
     python3 -c "import sys; i,p,s=map(float,sys.argv[2:]); print('| %s | %.2f s | %.2f s | %.2f s | %.2fx | %.2fx |' % (sys.argv[1], i, p, s, i/p, i/s))" "$name" "$i" "$p" "$s"
     rm -rf "$d"
+    loads="$loads $name: $load_before -> $(cut -d' ' -f1 /proc/loadavg);"
   done
+  echo
+  echo "Load average (1 min) before -> after each image:$loads"
+  echo
 }
 
 want plain && pull_table "plain HTTP" "$reg" "--tls-verify=false" "--tls-verify=false" "--src-tls-verify=false"
