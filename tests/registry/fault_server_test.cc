@@ -341,6 +341,35 @@ TEST_F(FaultServerTest, ADroppedConnectionIsResumedWithRange) {
   EXPECT_TRUE(layer.committed);
 }
 
+TEST_F(FaultServerTest, ABlobCancelledByAnotherBlobsFailureIsNotRetried) {
+  std::atomic<int> layer_gets{0};
+  FaultServer server([&](const Request& r) {
+    if (r.path == "/v2/r/blobs/" + image_.config_digest.ToString()) {
+      // Late enough that the layer's download has started.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      Response missing;
+      missing.status = 404;
+      return missing;
+    }
+    return Serve(r, [&](const Request&) -> std::optional<Response> {
+      ++layer_gets;
+      // The config's 404 has stopped the pull by the time this answers.
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      return std::nullopt;
+    });
+  });
+  auto pulled = PullFrom(server.port());
+  ASSERT_FALSE(pulled);
+  EXPECT_NE(pulled.error().message().find(image_.config_digest.ToString()), std::string::npos)
+      << pulled.error().ToString();
+  EXPECT_EQ(layer_gets.load(), 1) << "the cancelled layer download was retried";
+  EXPECT_FALSE(store_->content().Exists(image_.layer_digest));
+  // Its stream heard that the blob was not committed.
+  const Streamed& layer = streamed_[image_.layer_digest.ToString()];
+  EXPECT_EQ(layer.ends, 1);
+  EXPECT_FALSE(layer.committed);
+}
+
 TEST_F(FaultServerTest, Two503sAreRetriedA404IsNot) {
   std::atomic<int> gets{0};
   FaultServer server([&](const Request& r) {
