@@ -230,7 +230,7 @@ Result<int> RunDetached(Prepared prepared, const ContainerStore& containers,
 }
 
 Result<int> RunForeground(const Prepared& prepared, bool interactive,
-                          std::unique_ptr<runner::EarlyCgroup> early_cgroup,
+                          std::unique_ptr<runner::EarlyStart> early_start,
                           const ContainerStore& containers, overlay::Snapshotter& snapshotter) {
   const ContainerRecord& record = prepared.record;
   fs::path dir = containers.DirOf(record.id);
@@ -250,7 +250,7 @@ Result<int> RunForeground(const Prepared& prepared, bool interactive,
 
   runner::Stdio stdio{interactive ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO};
   Result<std::unique_ptr<runner::Container>> container =
-      runner::Container::Start(prepared.spec, stdio, std::move(early_cgroup));
+      runner::Container::Start(prepared.spec, stdio, std::move(early_start));
   Timer().Mark("start the container");
   if (!container) {
     if (record.auto_remove) {
@@ -307,15 +307,19 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
   }
   Timer();  // phases are timed from here
   IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
-  std::unique_ptr<runner::EarlyCgroup> early_cgroup;
+  std::unique_ptr<runner::EarlyStart> early_start;
   if (!flags.detach) {
-    // The cgroup is made on a thread of its own while the image and the
-    // snapshot are prepared (see runner/container.h). A detached container's
-    // cgroup is made by its supervisor.
+    // The cgroup and the network namespace are made on a thread of their
+    // own while the image and the snapshot are prepared (see
+    // runner/container.h). A detached container's are made by its supervisor.
     IMGTOOL_ASSIGN_OR_RETURN(runner::CgroupResources resources,
                              ParseResourceFlags(flags).Wrap("run"));
-    early_cgroup = runner::EarlyCgroup::Begin(id, resources);
-    Timer().Mark("begin the cgroup");
+    Result<runner::NetworkMode> network = runner::ParseNetworkMode(flags.network);
+    Result<UsernsFlag> userns = ParseUsernsFlag(flags.userns);
+    bool network_namespace = network && *network != runner::NetworkMode::kHost && userns &&
+                             userns->mode != runner::UserNamespaceMode::kAuto;
+    early_start = runner::EarlyStart::Begin(id, resources, network_namespace);
+    Timer().Mark("begin the cgroup and netns");
   }
   ContainerStore containers(context.ContainersRoot());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
@@ -334,7 +338,7 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     }
     return started;
   }
-  Result<int> code = RunForeground(prepared, flags.interactive, std::move(early_cgroup),
+  Result<int> code = RunForeground(prepared, flags.interactive, std::move(early_start),
                                    containers, *snapshotter);
   if (!code) return std::move(code).error().Wrap("run");
   return code;

@@ -74,24 +74,14 @@ struct ChildPlan {
   bool cgroup_namespace_after_wait = false;
   bool user_namespace = false;
   bool bring_up_loopback = false;
+  // A network namespace made ahead (lo up) to join instead of a new one.
+  int netns_fd = -1;
   std::string hostname;
   RootfsPlan rootfs;
   int tree_fd = -1;
   ProcessPlan* process = nullptr;
   bool init = false;
 };
-
-// Sets lo up in the container's fresh netns with two ioctls, no netlink.
-int BringUpLoopbackInChild() noexcept {
-  UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!sock) return errno;
-  struct ifreq request {};
-  std::memcpy(request.ifr_name, "lo", 3);
-  if (::ioctl(sock.get(), SIOCGIFFLAGS, &request) != 0) return errno;
-  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-  if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) != 0) return errno;
-  return 0;
-}
 
 // In a new user namespace the child still carries the host ids it was cloned
 // with, which the namespace does not map; once the parent wrote the maps, it
@@ -120,9 +110,12 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
                ? ChildStatus()
                : ChildStatus::Failure(errno, "unshare the cgroup namespace");
   };
+  if (plan.netns_fd >= 0 && ::setns(plan.netns_fd, CLONE_NEWNET) != 0) {
+    return ChildStatus::Failure(errno, "join the network namespace");
+  }
   if (!plan.cgroup_namespace_after_wait) IMGTOOL_CHILD_TRY(unshare_cgroup_namespace());
   if (plan.bring_up_loopback) {
-    if (int err = BringUpLoopbackInChild(); err != 0) {
+    if (int err = BringUpLoopbackErrno(); err != 0) {
       return ChildStatus::Failure(err, "set the loopback interface up");
     }
   }
@@ -257,11 +250,13 @@ std::string ResolvConfContent(std::string_view host_resolv_conf,
   return out;
 }
 
-std::unique_ptr<EarlyCgroup> EarlyCgroup::Begin(const std::string& container_id,
-                                                 const CgroupResources& resources) {
-  std::unique_ptr<EarlyCgroup> early(new EarlyCgroup());
+std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
+                                               const CgroupResources& resources,
+                                               bool network_namespace) {
+  std::unique_ptr<EarlyStart> early(new EarlyStart());
   early->id_ = container_id;
   early->resources_ = resources;
+  early->want_netns_ = network_namespace;
   // The thread starts with every signal blocked: a SIGINT meant for the
   // container (which Start blocks and forwards) must never find a thread
   // with the default action, which would end imgtool.
@@ -278,7 +273,7 @@ std::unique_ptr<EarlyCgroup> EarlyCgroup::Begin(const std::string& container_id,
   return early;
 }
 
-Status EarlyCgroup::Make() {
+Status EarlyStart::Make() {
   IMGTOOL_ASSIGN_OR_RETURN(layout_, DetectCgroupLayout());
   // Cgroups left by an imgtool that was killed go now, not only at gc.
   if (auto cleaned = CleanupUnclaimedCgroups(layout_, kCgroupClaimDir); !cleaned) {
@@ -291,15 +286,26 @@ Status EarlyCgroup::Make() {
     LogDebug(claim.error().ToString());
   }
   IMGTOOL_ASSIGN_OR_RETURN(manager_, NewCgroupManager(id_, layout_));
-  return manager_->Create(resources_).Wrap("container " + id_ + ": cgroup");
+  IMGTOOL_TRY(manager_->Create(resources_).Wrap("container " + id_ + ": cgroup"));
+  if (want_netns_) {
+    // Not having one only means the clone makes it.
+    Result<UniqueFd> netns = NewNetworkNamespaceFd();
+    if (netns) {
+      netns_ = std::move(*netns);
+    } else {
+      LogDebug("container ", id_, ": no network namespace made ahead: ",
+               netns.error().ToString());
+    }
+  }
+  return OkStatus();
 }
 
-Status EarlyCgroup::Wait() {
+Status EarlyStart::Wait() {
   if (thread_.joinable()) thread_.join();
   return made_;
 }
 
-EarlyCgroup::~EarlyCgroup() {
+EarlyStart::~EarlyStart() {
   if (thread_.joinable()) thread_.join();
   if (!manager_) return;  // taken over by a container, or never made
   if (Status s = manager_->Destroy(); !s) {
@@ -311,7 +317,7 @@ EarlyCgroup::~EarlyCgroup() {
 
 
 Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, const Stdio& stdio,
-                                                    std::unique_ptr<EarlyCgroup> early) {
+                                                    std::unique_ptr<EarlyStart> early) {
   IMGTOOL_TRY(ValidateContainerSpec(spec));
   std::unique_ptr<Container> c(new Container());
   c->id_ = spec.id;
@@ -342,8 +348,9 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
 
   bool mount_cgroup2 = false;
   UniqueFd cgroup_fd;
+  UniqueFd premade_netns;
   if (spec.own_cgroup) {
-    if (!early) early = EarlyCgroup::Begin(spec.id, spec.resources);
+    if (!early) early = EarlyStart::Begin(spec.id, spec.resources, false);
     if (early->id_ != spec.id || early->resources_ != spec.resources) {
       return InvalidArgumentError("container " + spec.id +
                                   ": the early cgroup was made for another container or limits");
@@ -352,6 +359,9 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
     const CgroupLayout layout = early->layout_;
     c->cgroup_ = std::move(early->manager_);
     c->cgroup_claim_ = std::move(early->claim_);
+    // Only a container without a user namespace can join one made ahead:
+    // the namespace must belong to the container's user namespace.
+    if (own_netns && !userns) premade_netns = std::move(early->netns_);
     early.reset();
     Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
     if (fd) {
@@ -460,7 +470,8 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   plan.wait_before_exec = !userns && (join_cgroup || c->network_ != nullptr);
   plan.cgroup_namespace_after_wait = plan.wait_before_exec && join_cgroup;
   plan.user_namespace = userns;
-  plan.bring_up_loopback = own_netns && !c->network_;
+  plan.bring_up_loopback = own_netns && !c->network_ && !premade_netns;
+  plan.netns_fd = premade_netns.get();
   plan.hostname = c->hostname_;
   plan.rootfs = std::move(rootfs_plan);
   plan.tree_fd = tree.get();
@@ -476,7 +487,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   c->mask_changed_ = true;
 
   IMGTOOL_ASSIGN_OR_RETURN(ClonedChild child,
-                           CloneChild(ContainerCloneFlags(own_netns, userns), cgroup_fd.get())
+                           CloneChild(ContainerCloneFlags(own_netns && !premade_netns, userns), cgroup_fd.get())
                                .Wrap("container " + spec.id));
   if (child.pid == 0) ContainerChildMain(plan, &channel.parent, &channel.child);
   c->pid_ = child.pid;
@@ -526,7 +537,10 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
     }
     if (join_cgroup) IMGTOOL_TRY(wrap(c->cgroup_->AddProcess(c->pid_)));
     if (c->network_) {
-      Result<UniqueFd> netns = OpenNetnsOfPid(c->pid_);
+      // The child may not have joined a namespace made ahead yet: that
+      // one is attached by its own fd, never by the child's pid.
+      Result<UniqueFd> netns =
+          premade_netns ? Result<UniqueFd>(std::move(premade_netns)) : OpenNetnsOfPid(c->pid_);
       if (!netns) IMGTOOL_TRY(wrap(std::move(netns).error()));
       Result<NetworkAttachment> attachment = c->network_->Attach(netns->get());
       if (!attachment) IMGTOOL_TRY(wrap(std::move(attachment).error()));

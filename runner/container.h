@@ -37,25 +37,28 @@
 
 namespace imgtool::runner {
 
-// The start of a container's cgroup, for a caller that can begin it before
-// the rest of the container is known (the image found, the snapshot ready):
-// the claim, the cgroup dirs and limits, made on a thread of their own while
-// the caller goes on. Container::Start waits for it and takes it over (a
-// failure to make it is the start's failure); unused, it removes the cgroup.
-class EarlyCgroup {
+// The parts of a container's start that need no image, for a caller that can
+// begin them before the rest is known (the image found, the snapshot ready):
+// the cgroup (claim, dirs and limits) and, when asked, a network namespace
+// with lo up, made on a thread of their own while the caller goes on.
+// Container::Start waits for them and takes them over (a failure to make the
+// cgroup is the start's failure; without the namespace the clone makes one);
+// unused, they are removed.
+class EarlyStart {
  public:
-  static std::unique_ptr<EarlyCgroup> Begin(const std::string& container_id,
-                                            const CgroupResources& resources);
-  ~EarlyCgroup();
-  EarlyCgroup(const EarlyCgroup&) = delete;
-  EarlyCgroup& operator=(const EarlyCgroup&) = delete;
+  static std::unique_ptr<EarlyStart> Begin(const std::string& container_id,
+                                           const CgroupResources& resources,
+                                           bool network_namespace);
+  ~EarlyStart();
+  EarlyStart(const EarlyStart&) = delete;
+  EarlyStart& operator=(const EarlyStart&) = delete;
 
   // Waits until the cgroup is made; its error when that failed.
   Status Wait();
 
  private:
   friend class Container;
-  EarlyCgroup() = default;
+  EarlyStart() = default;
   Status Make();
 
   std::string id_;
@@ -66,6 +69,8 @@ class EarlyCgroup {
   CgroupLayout layout_;
   std::unique_ptr<CgroupManager> manager_;
   CgroupClaim claim_;
+  bool want_netns_ = false;
+  UniqueFd netns_;
 };
 
 class Container {
@@ -75,7 +80,7 @@ class Container {
   // failures before the command could start: the CLI exits 125 on them.
   // `early`, when given, must be for spec.id and spec.resources.
   static Result<std::unique_ptr<Container>> Start(const ContainerSpec& spec, const Stdio& stdio,
-                                                  std::unique_ptr<EarlyCgroup> early = nullptr);
+                                                  std::unique_ptr<EarlyStart> early = nullptr);
 
   // Runs `process` inside the running container whose first process is
   // `container_pid`: joins all of its namespaces (setns on a pidfd) and its

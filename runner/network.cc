@@ -3,12 +3,14 @@
 #include "runner/network.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
@@ -164,6 +166,31 @@ Status BringUpLoopback() {
   int err = BringUpLoopbackErrno();
   if (err != 0) return ErrnoError("bring lo up", err);
   return OkStatus();
+}
+
+Result<UniqueFd> NewNetworkNamespaceFd() {
+  UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!own) return ErrnoError("open /proc/thread-self/ns/net");
+  // Only this thread moves (a network namespace is per thread), and only
+  // until the setns back below.
+  if (::unshare(CLONE_NEWNET) != 0) return ErrnoError("new network namespace");
+  UniqueFd made(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  Error failure = InternalError("");
+  bool failed = false;
+  if (!made) {
+    failure = ErrnoError("open the new network namespace");
+    failed = true;
+  } else if (int err = BringUpLoopbackErrno(); err != 0) {
+    failure = ErrnoError("set the loopback interface up", err);
+    failed = true;
+  }
+  if (::setns(own.get(), CLONE_NEWNET) != 0) {
+    // A thread left in the wrong network namespace must not go on.
+    LogLine(LogLevel::kError, StrCat("return to the network namespace: ", std::strerror(errno)));
+    std::abort();
+  }
+  if (failed) return failure;
+  return made;
 }
 
 }  // namespace imgtool::runner

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -523,6 +524,31 @@ TEST(NoneNetworkTest, ChildSideLoopback) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "127.0.0.1 is usable after BringUpLoopback";
+}
+
+TEST(NoneNetworkTest, NamespaceMadeAheadHasLoUpAndLeavesTheCallerWhereItWas) {
+  IMGTOOL_REQUIRE_ROOT();
+  struct stat before {};
+  ASSERT_EQ(stat("/proc/thread-self/ns/net", &before), 0);
+  auto netns = NewNetworkNamespaceFd();
+  ASSERT_TRUE(netns) << netns.error().ToString();
+  struct stat after {};
+  ASSERT_EQ(stat("/proc/thread-self/ns/net", &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino) << "the caller is back in its own namespace";
+  struct stat made {};
+  ASSERT_EQ(fstat(netns->get(), &made), 0);
+  EXPECT_NE(made.st_ino, before.st_ino);
+  InNetns(netns->get(), [] {
+    auto interfaces = Interfaces();
+    EXPECT_EQ(interfaces.size(), 1u);
+    EXPECT_TRUE(interfaces["lo"].up);
+  });
+  // Held by the fd alone: a second one is another namespace.
+  auto other = NewNetworkNamespaceFd();
+  ASSERT_TRUE(other);
+  struct stat second {};
+  ASSERT_EQ(fstat(other->get(), &second), 0);
+  EXPECT_NE(second.st_ino, made.st_ino);
 }
 
 // Bridge attach+detach cost, as `imgtool run --net bridge` pays it per run.
