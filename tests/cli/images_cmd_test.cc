@@ -196,5 +196,23 @@ TEST_F(ImagesCmdTest, UsageErrorsAreOneLinePlusHint) {
   }
 }
 
+// A run of one command registers only its group's options (app.cc): every
+// command must still resolve, with its own help, and the list in --help
+// must be whole.
+TEST_F(ImagesCmdTest, EveryCommandHasItsHelp) {
+  const char* commands[] = {"images", "inspect", "tag",  "rmi",  "history", "save",  "load",
+                            "import", "export",  "build", "gc",  "fsck",    "version", "pull",
+                            "push",   "login",   "logout", "run", "ps",      "logs",  "stop",
+                            "kill",   "rm",      "wait",  "exec"};
+  CommandResult help = Imgtool({"--help"});
+  ASSERT_EQ(help.exit_code, 0);
+  for (const char* command : commands) {
+    EXPECT_NE(help.out.find(std::string("  ") + command + " "), std::string::npos) << command;
+    CommandResult own = Imgtool({"--log-level", "error", command, "--help"});
+    EXPECT_EQ(own.exit_code, 0) << command << ": " << own.err;
+    EXPECT_NE(own.out.find(command), std::string::npos) << command << ": " << own.out;
+  }
+}
+
 }  // namespace
 }  // namespace imgtool::cli::testing
