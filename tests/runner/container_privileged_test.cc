@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 
 using testing::Captured;
 using testing::RunCaptured;
+using testing::StartUntilUp;
 
 class ContainerTest : public testing::RunnerPrivilegedTest {
  protected:
@@ -152,16 +153,9 @@ TEST_F(ContainerTest, SetupFailureIsAnErrorNamingWhatAndWhere) {
 }
 
 TEST_F(ContainerTest, KilledBySignalIs128PlusN) {
-  int out[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  UniqueFd out_read(out[0]), out_write(out[1]);
   Result<std::unique_ptr<Container>> container =
-      Container::Start(Spec({"probe", "echo", "up", "+", "sleep", "30"}),
-                       Stdio{-1, out_write.get(), 2});
+      StartUntilUp(Spec({"probe", "echo", "up", "+", "sleep", "30"}));
   ASSERT_TRUE(container.has_value()) << container.error().ToString();
-  out_write.reset();
-  char buffer[8] = {};
-  ASSERT_EQ(::read(out_read.get(), buffer, 3), 3);  // "up\n": the command runs
   ASSERT_TRUE((*container)->Signal(SIGKILL).has_value());
   Result<ExitStatus> status = (*container)->Wait();
   ASSERT_TRUE(status.has_value());
@@ -497,16 +491,9 @@ TEST_F(ContainerTest, AutoUserNamespace) {
             "CapEff=00000000a82425fb\n");
 
   // Seen from the host, the container's root is the first subordinate id.
-  int out[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  UniqueFd out_read(out[0]), out_write(out[1]);
   spec.process.args = {"probe", "echo", "up", "+", "sleep", "30"};
-  Result<std::unique_ptr<Container>> container =
-      Container::Start(spec, Stdio{-1, out_write.get(), 2});
+  Result<std::unique_ptr<Container>> container = StartUntilUp(spec);
   ASSERT_TRUE(container.has_value()) << container.error().ToString();
-  out_write.reset();
-  char buffer[3];
-  ASSERT_EQ(::read(out_read.get(), buffer, 3), 3);
   Result<std::string> status =
       ReadFileToString("/proc/" + std::to_string((*container)->pid()) + "/status");
   ASSERT_TRUE(status.has_value());

@@ -98,6 +98,20 @@ inline Result<Captured> RunCaptured(const ContainerSpec& spec, const std::string
   return captured;
 }
 
+// Starts `spec`, whose command prints "up" first (probe echo up + sleep 30),
+// and returns once "up" was read from its stdout: the command runs.
+inline Result<std::unique_ptr<Container>> StartUntilUp(const ContainerSpec& spec) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoError("pipe");
+  UniqueFd out_read(out[0]), out_write(out[1]);
+  IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<Container> container,
+                           Container::Start(spec, Stdio{-1, out_write.get(), 2}));
+  out_write.reset();
+  char buffer[3];
+  if (::read(out_read.get(), buffer, 3) != 3) return InternalError("the command printed no \"up\"");
+  return container;
+}
+
 inline std::string UniqueId(const char* prefix) {
   static std::atomic<int> counter{0};
   return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" +

@@ -14,6 +14,7 @@ namespace imgtool::runner {
 namespace {
 
 using testing::RunnerPrivilegedTest;
+using testing::StartUntilUp;
 
 class UsernsContainerTest : public RunnerPrivilegedTest {
  protected:
@@ -60,15 +61,8 @@ TEST_F(UsernsContainerTest, TheContainerHoldsItsSliceWhileItRuns) {
   UsernsLease lease;
   ContainerSpec spec = SpecWithSlice({"probe", "echo", "up", "+", "sleep", "30"}, &lease);
   const IdMappings mappings = lease.mappings;
-  int out[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  UniqueFd out_read(out[0]), out_write(out[1]);
-  Result<std::unique_ptr<Container>> container =
-      Container::Start(spec, Stdio{-1, out_write.get(), 2});
+  Result<std::unique_ptr<Container>> container = StartUntilUp(spec);
   ASSERT_TRUE(container.has_value()) << container.error().ToString();
-  out_write.reset();
-  char buffer[3];
-  ASSERT_EQ(::read(out_read.get(), buffer, 3), 3);
   Result<std::string> uid_map =
       ReadFileToString("/proc/" + std::to_string((*container)->pid()) + "/uid_map");
   ASSERT_TRUE(uid_map.has_value());
