@@ -210,6 +210,29 @@ Result<KeptContainers> CollectContainers(const Context& context,
   return kept;
 }
 
+// --userns=auto keeps the highest id each image uses in
+// StateDir()/userns-ids/<top chain ID, ':' as '-'> (userns_auto.cc); an
+// entry whose snapshot is gone goes too. Returns how many went.
+int PruneUsernsIdCache(const std::filesystem::path& dir, overlay::Snapshotter& snapshotter) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return 0;
+  auto committed = snapshotter.CommittedNames();
+  if (!committed) {
+    LogWarning("gc: userns id cache: ", committed.error().ToString());
+    return 0;
+  }
+  int removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    size_t dash = name.find('-');
+    std::string chain_id = dash == std::string::npos ? name : name.replace(dash, 1, ":");
+    if (committed->contains(chain_id)) continue;
+    if (std::filesystem::remove(entry.path(), ec)) ++removed;
+  }
+  if (removed > 0) LogDebug("gc: removed ", removed, " userns id cache entries");
+  return removed;
+}
+
 Result<int> RunGc(const Context& context) {
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
@@ -220,6 +243,7 @@ Result<int> RunGc(const Context& context) {
     IMGTOOL_ASSIGN_OR_RETURN(FileLock lock, store->AcquireGcLock());
     IMGTOOL_ASSIGN_OR_RETURN(KeptContainers containers, CollectContainers(context, *snapshotter));
     IMGTOOL_ASSIGN_OR_RETURN(snapshots, CollectSnapshots(*store, *snapshotter, containers));
+    PruneUsernsIdCache(context.StateDir() / "userns-ids", *snapshotter);
   }
   IMGTOOL_ASSIGN_OR_RETURN(store::GcReport blobs, store->CollectGarbage());
   // Scratch holds only TempDirs, each locked by its live owner: what is

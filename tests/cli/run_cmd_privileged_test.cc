@@ -566,6 +566,15 @@ TEST_F(RunTest, UserNamespaceAutoCoversTheIdsTheImageAndUserUse) {
   // A numeric user past the image's ids counts too.
   EXPECT_EQ(ParseIdMap(Probe({"cat", "/proc/self/uid_map"}, {"--userns=auto", "-u", "7000"})),
             (std::vector<runner::IdMap>{{0, ids.uid_start(), 7001}}));
+  // gc removes the entry of an image whose snapshots went, and keeps the rest.
+  auto entries = [&] {
+    return std::distance(fs::directory_iterator(cache), fs::directory_iterator());
+  };
+  const auto before = entries();
+  ASSERT_GE(before, 2);
+  Ok({"rmi", "owned:latest"});
+  Ok({"gc"});
+  EXPECT_EQ(entries(), before - 1);
 }
 
 TEST_F(RunTest, UserNamespaceAutoErrors) {
