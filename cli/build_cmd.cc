@@ -1,7 +1,5 @@
 // imgtool build: a recipe in, a tagged image out (builder/).
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -59,32 +57,16 @@ Status WriteSmallFile(const std::string& path, const std::string& text, std::str
   return WriteFileAtomic(path, text).Wrap(std::string(what) + " " + path);
 }
 
-// `from: image` that is not in the store: `imgtool pull` in a child process
-// (its progress on stderr, so that stdout stays the build's).
-Status PullWithImgtool(const Context& context, const BuildFlags& flags, const std::string& ref) {
-  std::string root = context.root.string();
-  std::vector<std::string> args = {"imgtool", "--root", root, "pull"};
-  if (!flags.tls_verify) args.push_back("--tls-verify=false");
-  if (!flags.cert_dir.empty()) args.insert(args.end(), {"--cert-dir", flags.cert_dir});
-  if (!flags.authfile.empty()) args.insert(args.end(), {"--authfile", flags.authfile});
-  if (!flags.creds.empty()) args.insert(args.end(), {"--creds", flags.creds});
-  args.push_back(ref);
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
-  pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return ErrnoError("run imgtool pull", rc);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return ErrnoError("wait for imgtool pull");
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return OkStatus();
-  return UnavailableError("imgtool pull " + ref + " failed (see above)");
+// The registry settings of the build's flags, for PullImage and PushImage.
+template <typename Options>
+Options RegistryOptionsOf(const BuildFlags& flags) {
+  Options options;
+  options.quiet = flags.quiet;
+  options.tls_verify = flags.tls_verify;
+  options.cert_dir = flags.cert_dir;
+  options.authfile = flags.authfile;
+  options.creds = flags.creds;
+  return options;
 }
 
 Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
@@ -99,8 +81,12 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   options.recipe_path = recipe;
   if (!flags.context_dir.empty()) options.context_dir = flags.context_dir;
   options.store_root = context.root;
-  options.pull = [&context, &flags](const std::string& ref) {
-    return PullWithImgtool(context, flags, ref);
+  // `from: image` that is not in the store (progress on stderr, so that
+  // stdout stays the build's).
+  options.pull = [&context, &flags](const std::string& ref) -> Status {
+    IMGTOOL_ASSIGN_OR_RETURN(store::Reference parsed, store::ParseReference(ref));
+    IMGTOOL_TRY(PullImage(context, parsed, RegistryOptionsOf<PullImageOptions>(flags)));
+    return OkStatus();
   };
   options.state_dir = context.StateDir();
   options.tags = flags.tags;
@@ -188,12 +174,7 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   // --push: every name the image got, each to its own registry, after tagging.
   std::vector<std::pair<std::string, Digest>> pushed;
   if (flags.push) {
-    PushImageOptions push;
-    push.quiet = flags.quiet;
-    push.tls_verify = flags.tls_verify;
-    push.cert_dir = flags.cert_dir;
-    push.authfile = flags.authfile;
-    push.creds = flags.creds;
+    const auto push = RegistryOptionsOf<PushImageOptions>(flags);
     for (const std::string& tag : result.tags) {
       IMGTOOL_ASSIGN_OR_RETURN(store::Reference ref, store::ParseReference(tag));
       IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImage(context, ref, push).Wrap("--push"));

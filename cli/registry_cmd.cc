@@ -559,24 +559,27 @@ Result<int> RunLogout(const LogoutOptions& options) {
   return 0;
 }
 
-}  // namespace
-
-Result<Digest> PullImage(const Context& context, const store::Reference& ref,
-                         const PullImageOptions& options) {
-  RegistryFlags flags;
-  flags.tls_verify = options.tls_verify;
-  flags.cert_dir = options.cert_dir;
-  flags.authfile = options.authfile;
-  return PullImpl(context, ref, options, flags);
-}
-
-Result<Digest> PushImage(const Context& context, const store::Reference& ref,
-                         const PushImageOptions& options) {
+// The registry flags PullImageOptions and PushImageOptions both carry.
+template <typename Options>
+RegistryFlags FlagsOf(const Options& options) {
   RegistryFlags flags;
   flags.tls_verify = options.tls_verify;
   flags.cert_dir = options.cert_dir;
   flags.authfile = options.authfile;
   flags.creds = options.creds;
+  return flags;
+}
+
+}  // namespace
+
+Result<Digest> PullImage(const Context& context, const store::Reference& ref,
+                         const PullImageOptions& options) {
+  return PullImpl(context, ref, options, FlagsOf(options));
+}
+
+Result<Digest> PushImage(const Context& context, const store::Reference& ref,
+                         const PushImageOptions& options) {
+  RegistryFlags flags = FlagsOf(options);
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
   IMGTOOL_ASSIGN_OR_RETURN(FoundImage found, FindImage(*store, ref.ToString()));
   return PushImpl(*store, found, ref, options, flags);

@@ -20,6 +20,7 @@ struct PullImageOptions {
   bool tls_verify = true;
   std::string cert_dir;
   std::string authfile;
+  std::string creds;  // USER:PASSWORD; else the stored credentials
   int jobs = 4;
 };
 

@@ -85,5 +85,36 @@ TEST_F(BuildPushTest, FailedPushNamesTheTag) {
   EXPECT_EQ(RunImgtool(root_, {"inspect", ref}).exit_code, 0);
 }
 
+// A from: image missing from the store is pulled in-process with the build's
+// registry flags: a private CA (--cert-dir) and Basic auth (--creds).
+TEST_F(BuildPushTest, MissingBaseIsPulledWithCertDirAndCreds) {
+  IMGTOOL_REQUIRE_COMMAND("openssl");
+  IMGTOOL_REQUIRE_COMMAND("htpasswd");
+  fs::path tls_dir = dir_->path() / "tls";
+  ASSERT_TRUE(MakeTlsRegistryFiles(tls_dir, "alice", "s3cret"));
+  auto tls = StartRegistry(tls_dir, true);
+  ASSERT_NE(tls, nullptr) << "docker-registry (TLS) did not start";
+  const std::string cert_dir = (tls_dir / "certs").string();
+  const std::string ref = tls->host() + "/bases/busybox:1";
+  fs::path other = dir_->path() / "other-root";
+  ASSERT_EQ(RunImgtool(other, {"import", (context_ / "base.tar").string(), ref}).exit_code, 0);
+  CommandResult pushed = RunImgtool(
+      other, {"push", "-q", "--cert-dir", cert_dir, "--creds", "alice:s3cret", ref});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+
+  WriteRecipe("from: { image: " + ref + " }\nsteps:\n  - run: echo on-a-pulled-base > /note\n");
+  const std::string recipe = (context_ / "recipe.yaml").string();
+  CommandResult anonymous = Build({recipe, "-t", "pulled:1", "--cert-dir", cert_dir});
+  EXPECT_EQ(anonymous.exit_code, 125) << anonymous.out;
+  EXPECT_NE(anonymous.err.find("pull " + ref), std::string::npos) << anonymous.err;
+  EXPECT_EQ(anonymous.err.find("s3cret"), std::string::npos) << anonymous.err;
+
+  CommandResult built =
+      Build({recipe, "-t", "pulled:1", "--cert-dir", cert_dir, "--creds", "alice:s3cret"});
+  ASSERT_EQ(built.exit_code, 0) << built.err << built.out;
+  EXPECT_EQ(RunImgtool(root_, {"inspect", ref}).exit_code, 0) << "the base is in the store";
+  EXPECT_EQ(RunImgtool(root_, {"inspect", "pulled:1"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace imgtool::testing

@@ -32,28 +32,6 @@ using ::imgtool::testing::RunCommand;
 using ::imgtool::testing::StartRegistry;
 using ::imgtool::testing::WriteTestFile;
 
-bool Run(const std::vector<std::string>& argv) {
-  CommandResult r = RunCommand(argv);
-  EXPECT_EQ(r.exit_code, 0) << argv[0] << ": " << Describe(r);
-  return r.exit_code == 0;
-}
-
-// Makes ca.crt (in certs/) and server.crt/server.key for 127.0.0.1 and localhost.
-bool MakeCertificates(const fs::path& dir) {
-  fs::create_directories(dir / "certs");
-  WriteTestFile(dir / "ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  return Run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-              (dir / "ca.key").string(), "-out", (dir / "certs" / "ca.crt").string(), "-subj",
-              "/CN=imgtool-test-ca", "-days", "2"}) &&
-         Run({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
-              (dir / "server.key").string(), "-out", (dir / "server.csr").string(), "-subj",
-              "/CN=localhost"}) &&
-         Run({"openssl", "x509", "-req", "-in", (dir / "server.csr").string(), "-CA",
-              (dir / "certs" / "ca.crt").string(), "-CAkey", (dir / "ca.key").string(),
-              "-CAcreateserial", "-out", (dir / "server.crt").string(), "-days", "2", "-extfile",
-              (dir / "ext.cnf").string()});
-}
-
 class DistributionTest : public cli::testing::CliTest {
  protected:
   void SetUp() override {
@@ -72,11 +50,7 @@ class DistributionTest : public cli::testing::CliTest {
     IMGTOOL_REQUIRE_COMMAND("openssl");
     IMGTOOL_REQUIRE_COMMAND("htpasswd");
     fs::path dir = Work() / "tls";
-    fs::create_directories(dir);
-    ASSERT_TRUE(MakeCertificates(dir));
-    CommandResult r = RunCommand({"htpasswd", "-Bbn", "alice", "s3cret"});
-    ASSERT_EQ(r.exit_code, 0) << Describe(r);
-    WriteTestFile(dir / "htpasswd", r.out);
+    ASSERT_TRUE(::imgtool::testing::MakeTlsRegistryFiles(dir, "alice", "s3cret"));
     tls_ = StartRegistry(dir, true);
     ASSERT_NE(tls_, nullptr) << "docker-registry (TLS) did not start";
     cert_dir_ = (dir / "certs").string();

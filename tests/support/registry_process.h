@@ -4,6 +4,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/support/test_util.h"
 
@@ -110,6 +112,40 @@ inline std::unique_ptr<RegistryProcess> StartRegistry(const std::filesystem::pat
     if (registry->up()) return registry;
   }
   return nullptr;
+}
+
+// Makes certs/ca.crt, server.crt and server.key (for 127.0.0.1 and
+// localhost) and an htpasswd with USER:PASSWORD in `dir`, for a TLS registry
+// with Basic auth (StartRegistry(dir, true)); false, with what failed as a
+// test failure, when the openssl or htpasswd CLI did.
+inline bool MakeTlsRegistryFiles(const std::filesystem::path& dir, const std::string& user,
+                                 const std::string& password) {
+  auto run = [](const std::vector<std::string>& argv) {
+    CommandResult r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 0) << argv[0] << ": " << r.err;
+    return r;
+  };
+  std::filesystem::create_directories(dir / "certs");
+  WriteTestFile(dir / "ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  if (run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+           (dir / "ca.key").string(), "-out", (dir / "certs" / "ca.crt").string(), "-subj",
+           "/CN=imgtool-test-ca", "-days", "2"})
+          .exit_code != 0 ||
+      run({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+           (dir / "server.key").string(), "-out", (dir / "server.csr").string(), "-subj",
+           "/CN=localhost"})
+              .exit_code != 0 ||
+      run({"openssl", "x509", "-req", "-in", (dir / "server.csr").string(), "-CA",
+           (dir / "certs" / "ca.crt").string(), "-CAkey", (dir / "ca.key").string(),
+           "-CAcreateserial", "-out", (dir / "server.crt").string(), "-days", "2", "-extfile",
+           (dir / "ext.cnf").string()})
+              .exit_code != 0) {
+    return false;
+  }
+  CommandResult htpasswd = run({"htpasswd", "-Bbn", user, password});
+  if (htpasswd.exit_code != 0) return false;
+  WriteTestFile(dir / "htpasswd", htpasswd.out);
+  return true;
 }
 
 }  // namespace imgtool::testing
