@@ -1,5 +1,6 @@
 #include "runner/cgroup_v1.h"
 
+#include <charconv>
 #include <csignal>
 
 #include "common/file_util.h"
@@ -87,6 +88,7 @@ Status CgroupV1::Create(const CgroupResources& resources) {
     return FailedPreconditionError("no cgroup v1 hierarchy holds memory, cpu, cpuset or pids");
   }
 
+  created_ = true;
   for (const Hierarchy& h : hierarchies_) {
     IMGTOOL_TRY(MakeCgroupDir(h.parent_dir));
     IMGTOOL_TRY(MakeCgroupDir(h.dir));
@@ -169,8 +171,6 @@ Status CgroupV1::EnterWithThisThread() {
     }
     from.push_back(h.mount / *path);
   }
-  // The thread counts against pids.max while it is in.
-  if (pids_limit_) IMGTOOL_TRY(WritePidsMax(*pids_limit_, 1));
   // "0" is the writing thread itself.
   for (size_t i = 0; i < hierarchies_.size(); ++i) {
     Status moved = WriteCgroupFile(hierarchies_[i].dir, "tasks", "0");
@@ -181,6 +181,28 @@ Status CgroupV1::EnterWithThisThread() {
     }
   }
   left_dirs_ = std::move(from);
+  // The thread counts against pids.max while it is in. A cgroup this
+  // manager did not create (exec joining a container) has its limit read.
+  Status raised = RaisePidsMaxForThisThread();
+  if (!raised) {
+    (void)LeaveWithThisThread();
+    return raised;
+  }
+  return OkStatus();
+}
+
+Status CgroupV1::RaisePidsMaxForThisThread() {
+  std::optional<int64_t> limit = pids_limit_;
+  if (!created_ && Find("pids") != nullptr) {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string max, ReadCgroupFile(Find("pids")->dir, "pids.max"));
+    int64_t value = 0;
+    if (std::from_chars(max.data(), max.data() + max.size(), value).ec == std::errc()) {
+      limit = value;
+    }
+  }
+  if (!limit) return OkStatus();
+  IMGTOOL_TRY(WritePidsMax(*limit, 1));
+  entered_pids_limit_ = limit;
   return OkStatus();
 }
 
@@ -191,10 +213,11 @@ Status CgroupV1::LeaveWithThisThread() {
     if (!moved && first) first = std::move(moved).error().Wrap("move this thread back");
   }
   left_dirs_.clear();
-  if (pids_limit_) {
-    Status restored = WritePidsMax(*pids_limit_, 0);
+  if (entered_pids_limit_) {
+    Status restored = WritePidsMax(*entered_pids_limit_, 0);
     if (!restored && first) first = std::move(restored);
   }
+  entered_pids_limit_.reset();
   return first;
 }
 

@@ -47,9 +47,13 @@ class CgroupV1 : public CgroupManager {
 
   // Writes pids.max for a limit of `limit` container processes.
   Status WritePidsMax(int64_t limit, int64_t extra);
+  // EnterWithThisThread's pids.max one higher (entered_pids_limit_).
+  Status RaisePidsMaxForThisThread();
 
   std::vector<Hierarchy> hierarchies_;
+  bool created_ = false;               // by Create (else joined, as by exec)
   std::optional<int64_t> pids_limit_;  // as given to Create
+  std::optional<int64_t> entered_pids_limit_;  // pids.max while the thread is in, less one
   // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
   std::vector<std::filesystem::path> left_dirs_;
 };

@@ -49,8 +49,9 @@ int PidfdSendSignal(int pidfd, int sig) {
 class ThreadInCgroup {
  public:
   explicit ThreadInCgroup(CgroupManager* cgroup) : cgroup_(cgroup) {}
-  ThreadInCgroup(const ThreadInCgroup&) = delete;
-  ThreadInCgroup& operator=(const ThreadInCgroup&) = delete;
+  ThreadInCgroup(ThreadInCgroup&& other) noexcept
+      : cgroup_(std::exchange(other.cgroup_, nullptr)) {}
+  ThreadInCgroup& operator=(ThreadInCgroup&&) = delete;
   ~ThreadInCgroup() { (void)Leave(); }
   Status Leave() {
     CgroupManager* cgroup = std::exchange(cgroup_, nullptr);
@@ -60,6 +61,22 @@ class ThreadInCgroup {
  private:
   CgroupManager* cgroup_;
 };
+
+// For a clone into `cgroup` without CLONE_INTO_CGROUP (`cgroup_fd` < 0): on
+// cgroup v1 this thread steps in, so that the child starts there and nobody
+// waits for a move. Nullopt when the caller must move the child itself
+// (AddProcess), or there is no cgroup.
+Result<std::optional<ThreadInCgroup>> EnterForClone(CgroupManager* cgroup, int cgroup_fd) {
+  std::optional<ThreadInCgroup> entered;
+  if (cgroup == nullptr || cgroup_fd >= 0) return entered;
+  Status status = cgroup->EnterWithThisThread();
+  if (status) {
+    entered.emplace(cgroup);
+  } else if (status.error().code() != ErrorCode::kNotFound) {
+    return std::move(status).error();
+  }
+  return entered;
+}
 
 // Everything the child needs, prepared by the parent before the clone.
 struct ChildPlan {
@@ -453,17 +470,9 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessPlan> process_plan,
                            BuildProcessPlan(std::move(input)));
 
-  // On cgroup v1 this thread steps into the container's cgroup for the
-  // clone, so that the child starts there and nobody waits for a move.
-  std::optional<ThreadInCgroup> thread_in_cgroup;
-  if (c->cgroup_ && !cgroup_fd) {
-    Status entered = c->cgroup_->EnterWithThisThread();
-    if (entered) {
-      thread_in_cgroup.emplace(c->cgroup_.get());
-    } else if (entered.error().code() != ErrorCode::kNotFound) {
-      return std::move(entered).error().Wrap("container " + spec.id + ": cgroup");
-    }
-  }
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<ThreadInCgroup> thread_in_cgroup,
+                           EnterForClone(c->cgroup_.get(), cgroup_fd.get())
+                               .Wrap("container " + spec.id + ": cgroup"));
   ChildPlan plan;
   const bool join_cgroup = c->cgroup_ && !cgroup_fd && !thread_in_cgroup;
   plan.wait_before_setup = userns;
@@ -612,7 +621,9 @@ Result<std::unique_ptr<Container>> Container::Exec(pid_t container_pid,
   ::pthread_sigmask(SIG_BLOCK, &c->forwarded_, &c->saved_mask_);
   c->mask_changed_ = true;
 
-  bool wait_for_parent = cgroup && !cgroup_fd;
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<ThreadInCgroup> thread_in_cgroup,
+                           EnterForClone(cgroup.get(), cgroup_fd.get()).Wrap(what + ": cgroup"));
+  bool wait_for_parent = cgroup && !cgroup_fd && !thread_in_cgroup;
   IMGTOOL_ASSIGN_OR_RETURN(ClonedChild helper, CloneChild(0, cgroup_fd.get()).Wrap(what));
   if (helper.pid == 0) {
     ExecHelperMain(target.get(), join_flags, wait_for_parent, *plan, &channel.parent,
@@ -624,6 +635,13 @@ Result<std::unique_ptr<Container>> Container::Exec(pid_t container_pid,
     siginfo_t info{};
     ::waitid(kPidfdIdType, static_cast<id_t>(helper.pidfd.get()), &info, WEXITED);
   };
+  if (thread_in_cgroup) {
+    if (Status left = thread_in_cgroup->Leave(); !left) {
+      PidfdSendSignal(helper.pidfd.get(), SIGKILL);
+      reap_helper();
+      return std::move(left).error().Wrap(what + ": cgroup");
+    }
+  }
   if (wait_for_parent) {
     Status joined = cgroup->AddProcess(helper.pid);
     if (!joined) {

@@ -253,6 +253,30 @@ TEST_F(CgroupV1Test, ThreadEntersForTheCloneAndLeaves) {
   ExpectGone("enter");
 }
 
+// exec joins a container's cgroup with a manager that did not create it:
+// the limit the creator wrote is read, raised by one while the thread is in,
+// and put back.
+TEST_F(CgroupV1Test, ThreadEntersACgroupItJoinsWithItsPidsLimit) {
+  auto creator = NewCgroupManager("joined", layout_);
+  ASSERT_TRUE(creator);
+  CgroupResources r;
+  r.pids_limit = 3;
+  ASSERT_TRUE((*creator)->Create(r));
+  const std::filesystem::path pids_dir =
+      layout_.v1_mounts.at("pids") / layout_.parent / "joined";
+  auto joiner = NewCgroupManager("joined", layout_);
+  ASSERT_TRUE(joiner);
+  auto entered = (*joiner)->EnterWithThisThread();
+  ASSERT_TRUE(entered) << entered.error().ToString();
+  EXPECT_EQ(CgroupOf("/proc/self/task/" + std::to_string(gettid()), "pids"),
+            layout_.parent + "/joined");
+  EXPECT_EQ(ReadCgroupFile(pids_dir, "pids.max").value(), "4\n");
+  ASSERT_TRUE((*joiner)->LeaveWithThisThread());
+  EXPECT_EQ(ReadCgroupFile(pids_dir, "pids.max").value(), "3\n");
+  ASSERT_TRUE((*creator)->Destroy());
+  ExpectGone("joined");
+}
+
 TEST_F(CgroupV1Test, EnteringAMissingCgroupLeavesTheThreadWhereItWas) {
   auto manager = NewCgroupManager("never-made", layout_);
   ASSERT_TRUE(manager);
