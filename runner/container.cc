@@ -372,20 +372,10 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       return InvalidArgumentError("container " + spec.id +
                                   ": the early cgroup was made for another container or limits");
     }
-    IMGTOOL_TRY(early->Wait());
-    const CgroupLayout layout = early->layout_;
-    c->cgroup_ = std::move(early->manager_);
-    c->cgroup_claim_ = std::move(early->claim_);
-    // Only a container without a user namespace can join one made ahead:
-    // the namespace must belong to the container's user namespace.
-    if (own_netns && !userns) premade_netns = std::move(early->netns_);
-    early.reset();
-    Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
-    if (fd) {
-      cgroup_fd = std::move(*fd);
-    } else if (fd.error().code() != ErrorCode::kNotFound) {
-      return std::move(fd).error().Wrap("container " + spec.id + ": cgroup");
-    }
+    // The layout is cached (the early thread detects it first); the cgroup
+    // and the network namespace are waited for only right before the clone,
+    // so that the overlay mount and the plans below are made meanwhile.
+    IMGTOOL_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
     mount_cgroup2 = layout.version == CgroupVersion::kV2;
   }
   if (spec.network.mode == NetworkMode::kBridge) {
@@ -470,6 +460,21 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<ProcessPlan> process_plan,
                            BuildProcessPlan(std::move(input)));
 
+  if (early) {
+    IMGTOOL_TRY(early->Wait());
+    c->cgroup_ = std::move(early->manager_);
+    c->cgroup_claim_ = std::move(early->claim_);
+    // Only a container without a user namespace can join one made ahead:
+    // the namespace must belong to the container's user namespace.
+    if (own_netns && !userns) premade_netns = std::move(early->netns_);
+    early.reset();
+    Result<UniqueFd> fd = c->cgroup_->DirFdForCloneIntoCgroup();
+    if (fd) {
+      cgroup_fd = std::move(*fd);
+    } else if (fd.error().code() != ErrorCode::kNotFound) {
+      return std::move(fd).error().Wrap("container " + spec.id + ": cgroup");
+    }
+  }
   IMGTOOL_ASSIGN_OR_RETURN(std::optional<ThreadInCgroup> thread_in_cgroup,
                            EnterForClone(c->cgroup_.get(), cgroup_fd.get())
                                .Wrap("container " + spec.id + ": cgroup"));
