@@ -156,9 +156,6 @@ Status ContainerStore::Create(const ContainerRecord& record) const {
   }
   fs::path dir = DirOf(record.id);
   if (::mkdir(dir.c_str(), 0700) != 0) return ErrnoError("create " + dir.string());
-  if (::mkdir((dir / "rootfs").c_str(), 0755) != 0) {
-    return ErrnoError("create " + (dir / "rootfs").string());
-  }
   if (!record.rootfs_parent.empty()) {
     // The root of the container's files: as a snapshot's "fs" dir would be.
     if (::mkdir(UpperDirOf(record.id).c_str(), 0755) != 0) {

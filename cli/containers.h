@@ -1,8 +1,9 @@
 // The containers of one store: a directory per container under
 // <root>-state/containers/<id>/ (see docs/store.md), holding imgtool's record
 // (container.json: name, image, snapshot, exec defaults) beside the runner's
-// state (state.json, container.log, hosts, hostname, resolv.conf) and the
-// empty mount point the rootfs is assembled at (rootfs/). The container's
+// state (state.json, container.log, hosts, hostname, resolv.conf) and, when
+// the runner needs one, the mount point the rootfs is assembled at (rootfs/,
+// made by runner::DetachRootfs). The container's
 // writable layer is the active snapshot "container-<id>" on top of the
 // image's top chain ID; a container run with --rm keeps it in its own
 // directory instead (upper/ and work/ over that chain ID, named in the

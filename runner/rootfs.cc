@@ -487,6 +487,10 @@ Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::files
       // next mount of the same upper fail: only the second mount gets it.
       for (Mount& mount : first) std::erase(mount.options, "volatile");
     }
+    // The mount point is made only here: a lone overlay needs none.
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoError("create rootfs mount point " + dir.string());
+    }
     IMGTOOL_ASSIGN_OR_RETURN(guards, MountAll(first, dir));
   }
   UniqueFd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
