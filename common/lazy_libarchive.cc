@@ -9,58 +9,19 @@
 // here is an undefined reference at link time: add it to the list.
 #include <archive.h>
 #include <archive_entry.h>
-#include <dlfcn.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
-#include <cstring>
-#include <mutex>
-#include <string>
+
+#include "common/lazy_library.h"
 
 namespace {
-
 constexpr const char* kLibrary = "libarchive.so.13";
-
-[[noreturn]] void Fail(const char* what, const char* why) {
-  // No caller can do anything useful without libarchive, and most of these
-  // functions have no error return: one clear line, then the exit code
-  // imgtool uses for its own failures.
-  char line[512];
-  int n = std::snprintf(line, sizeof(line), "imgtool: %s %s (package libarchive13): %s\n", what,
-                        kLibrary, why ? why : "unknown error");
-  if (n > 0) (void)!::write(STDERR_FILENO, line, std::min<size_t>(n, sizeof(line) - 1));
-  ::_exit(125);
-}
-
-void* Library() {
-  static void* handle = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    handle = ::dlopen(kLibrary, RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) Fail("load", ::dlerror());
-  });
-  return handle;
-}
-
-void* Resolve(const char* name) {
-  void* symbol = ::dlsym(Library(), name);
-  if (symbol == nullptr) {
-    std::string why = std::string("no symbol ") + name;
-    Fail("use", why.c_str());
-  }
-  return symbol;
-}
-
+constexpr const char* kPackage = "libarchive13";
 }  // namespace
 
-// The function pointer is resolved once per function (a thread-safe static).
-#define IMGTOOL_ARCHIVE_FORWARD(ret, name, params, args)                          \
-  extern "C" ret name params {                                                    \
-    static const auto real = reinterpret_cast<ret(*) params>(Resolve(#name)); \
-    return real args;                                                             \
-  }
+#define IMGTOOL_ARCHIVE_FORWARD(ret, name, params, args) \
+  IMGTOOL_LAZY_FORWARD(kLibrary, kPackage, ret, name, params, args)
 
 using Entry = struct archive_entry;
 using Archive = struct archive;
@@ -150,7 +111,8 @@ IMGTOOL_ARCHIVE_FORWARD(void, archive_entry_set_rdevminor, (Entry * e, dev_t min
 // Variadic: formatted here, handed over as a plain string.
 extern "C" void archive_set_error(Archive* a, int err, const char* fmt, ...) {
   static const auto real =
-      reinterpret_cast<void (*)(Archive*, int, const char*, ...)>(Resolve("archive_set_error"));
+      reinterpret_cast<void (*)(Archive*, int, const char*, ...)>(
+          ::imgtool::LazySymbol(kLibrary, kPackage, "archive_set_error"));
   char message[1024];
   va_list args;
   va_start(args, fmt);
