@@ -92,6 +92,53 @@ int OpenDirInRoot(int root_fd, const char* path) noexcept {
   return OpenInRoot(root_fd, path, O_PATH | O_DIRECTORY);
 }
 
+// The directory the last op created something in ("dev" for the device
+// nodes and links): one openat2 for a run of ops instead of one each. A
+// cached fd names the directory it was opened on, so a mount at that
+// directory or above it drops the cache (ForgetUnder).
+class DirCache {
+ public:
+  DirCache() noexcept { path_[0] = '\0'; }
+  ~DirCache() { Forget(); }
+  DirCache(const DirCache&) = delete;
+  DirCache& operator=(const DirCache&) = delete;
+
+  // An O_PATH fd on `parent` inside the root (owned by the cache), or -1.
+  int Get(int root_fd, const char* parent) noexcept {
+    if (fd_ >= 0 && std::strcmp(path_, parent) == 0) return fd_;
+    Forget();
+    size_t length = std::strlen(parent);
+    if (length >= kPathBuffer) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    fd_ = OpenDirInRoot(root_fd, parent);
+    if (fd_ >= 0) std::memcpy(path_, parent, length + 1);
+    return fd_;
+  }
+
+  // After a mount at `target`: forgets the cached directory if the mount
+  // covers it (the same path, or one of its ancestors).
+  void ForgetUnder(const char* target) noexcept {
+    if (fd_ < 0) return;
+    size_t length = std::strlen(target);
+    if (std::strncmp(path_, target, length) == 0 &&
+        (path_[length] == '\0' || path_[length] == '/')) {
+      Forget();
+    }
+  }
+
+  void Forget() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    path_[0] = '\0';
+  }
+
+ private:
+  char path_[kPathBuffer];
+  int fd_ = -1;
+};
+
 // mkdir -p inside the root: each prefix is resolved from the root (so symlinks
 // stay inside), and a missing component is made in the directory it resolved to.
 ChildStatus MkdirAllInRoot(int root_fd, const char* path, mode_t mode, UniqueFd* out) noexcept {
@@ -128,14 +175,30 @@ ChildStatus MkdirAllInRoot(int root_fd, const char* path, mode_t mode, UniqueFd*
 // Opens a mount target, creating it (a directory, or an empty file when
 // `as_file`) when it is missing.
 ChildStatus OpenTarget(int root_fd, const char* target, bool create, bool as_file,
-                       UniqueFd* out) noexcept {
+                       UniqueFd* out, DirCache* cache) noexcept {
   int fd = OpenInRoot(root_fd, target, O_PATH);
   if (fd >= 0) {
     out->reset(fd);
     return ChildStatus();
   }
   if (errno != ENOENT || !create) return Fail(errno, "open mount target", target);
-  if (!as_file) return MkdirAllInRoot(root_fd, target, 0755, out);
+  if (!as_file) {
+    // A missing directory in a directory that exists (dev/pts in the new
+    // /dev): made and opened in the parent, without following a symlink.
+    char parent[kPathBuffer];
+    const char* name = nullptr;
+    if (SplitParent(target, parent, &name) && parent[0] != '\0') {
+      int dir = cache->Get(root_fd, parent);
+      if (dir >= 0 && ::mkdirat(dir, name, 0755) == 0) {
+        fd = ::openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+          out->reset(fd);
+          return ChildStatus();
+        }
+      }
+    }
+    return MkdirAllInRoot(root_fd, target, 0755, out);
+  }
   char parent[kPathBuffer];
   const char* name = nullptr;
   if (!SplitParent(target, parent, &name)) return Fail(ENAMETOOLONG, "open mount target", target);
@@ -168,9 +231,10 @@ int SetReadOnly(int tree_fd, bool recursive) noexcept {
                                     sizeof(attr)));
 }
 
-ChildStatus RunMountFs(int root_fd, const RootfsOp& op) noexcept {
+ChildStatus RunMountFs(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
   UniqueFd target;
-  IMGTOOL_CHILD_TRY(OpenTarget(root_fd, op.target.c_str(), true, false, &target));
+  IMGTOOL_CHILD_TRY(OpenTarget(root_fd, op.target.c_str(), true, false, &target, cache));
+  cache->ForgetUnder(op.target.c_str());
   FdPath path(target.get());
   if (::mount(op.source.c_str(), path.c_str(), op.fstype.c_str(), op.flags,
               op.data.empty() ? nullptr : op.data.c_str()) != 0) {
@@ -179,20 +243,22 @@ ChildStatus RunMountFs(int root_fd, const RootfsOp& op) noexcept {
   return ChildStatus();
 }
 
-ChildStatus RunBind(int root_fd, const RootfsOp& op, int tree_fd) noexcept {
+ChildStatus RunBind(int root_fd, const RootfsOp& op, int tree_fd, DirCache* cache) noexcept {
   struct stat st {};
   if (tree_fd < 0 || ::fstat(tree_fd, &st) != 0) {
     return ChildStatus::Failure(tree_fd < 0 ? EBADF : errno, "bind ", op.source.c_str());
   }
   UniqueFd target;
-  IMGTOOL_CHILD_TRY(OpenTarget(root_fd, op.target.c_str(), true, !S_ISDIR(st.st_mode), &target));
+  IMGTOOL_CHILD_TRY(
+      OpenTarget(root_fd, op.target.c_str(), true, !S_ISDIR(st.st_mode), &target, cache));
+  cache->ForgetUnder(op.target.c_str());
   if (MoveMount(tree_fd, target.get()) != 0) {
     return ChildStatus::Failure(errno, "bind ", op.source.c_str(), " at /", op.target.c_str());
   }
   return ChildStatus();
 }
 
-ChildStatus RunMask(int root_fd, const RootfsOp& op) noexcept {
+ChildStatus RunMask(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
   UniqueFd target(OpenInRoot(root_fd, op.target.c_str(), O_PATH));
   if (!target) {
     if (errno == ENOENT) return ChildStatus();
@@ -206,10 +272,11 @@ ChildStatus RunMask(int root_fd, const RootfsOp& op) noexcept {
                          "mode=555")
                : ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
   if (rc != 0) return Fail(errno, "mask", op.target.c_str());
+  cache->ForgetUnder(op.target.c_str());
   return ChildStatus();
 }
 
-ChildStatus RunReadOnly(int root_fd, const RootfsOp& op) noexcept {
+ChildStatus RunReadOnly(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
   UniqueFd target(OpenInRoot(root_fd, op.target.c_str(), O_PATH));
   if (!target) {
     if (errno == ENOENT) return ChildStatus();
@@ -220,66 +287,68 @@ ChildStatus RunReadOnly(int root_fd, const RootfsOp& op) noexcept {
   if (!tree || SetReadOnly(tree.get(), true) != 0 || MoveMount(tree.get(), target.get()) != 0) {
     return Fail(errno, "make read-only", op.target.c_str());
   }
+  cache->ForgetUnder(op.target.c_str());
   return ChildStatus();
 }
 
-ChildStatus RunDevice(int root_fd, const RootfsOp& op, bool by_bind) noexcept {
+ChildStatus RunDevice(int root_fd, const RootfsOp& op, bool by_bind, DirCache* cache) noexcept {
   char parent[kPathBuffer];
   const char* name = nullptr;
   if (!SplitParent(op.target.c_str(), parent, &name)) {
     return Fail(ENAMETOOLONG, "create device", op.target.c_str());
   }
-  UniqueFd dir(OpenDirInRoot(root_fd, parent));
-  if (!dir) return Fail(errno, "create device", op.target.c_str());
+  int dir = cache->Get(root_fd, parent);
+  if (dir < 0) return Fail(errno, "create device", op.target.c_str());
   if (!by_bind) {
-    if (::mknodat(dir.get(), name, S_IFCHR | op.mode, op.device) == 0) return ChildStatus();
+    if (::mknodat(dir, name, S_IFCHR | op.mode, op.device) == 0) return ChildStatus();
     if (errno != EPERM) return Fail(errno, "create device", op.target.c_str());
   }
-  int created = ::openat(dir.get(), name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+  int created = ::openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0);
   if (created < 0) return Fail(errno, "create device", op.target.c_str());
   ::close(created);
-  UniqueFd target(::openat(dir.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd target(::openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!target) return Fail(errno, "create device", op.target.c_str());
   FdPath path(target.get());
   if (::mount(op.source.c_str(), path.c_str(), nullptr, MS_BIND, nullptr) != 0) {
     return ChildStatus::Failure(errno, "bind host ", op.source.c_str(), " at /",
                                 op.target.c_str());
   }
+  // Only the node is covered; the cached directory stays what it was.
   return ChildStatus();
 }
 
-ChildStatus RunSymlink(int root_fd, const RootfsOp& op) noexcept {
+ChildStatus RunSymlink(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
   char parent[kPathBuffer];
   const char* name = nullptr;
   if (!SplitParent(op.target.c_str(), parent, &name)) {
     return Fail(ENAMETOOLONG, "create symlink", op.target.c_str());
   }
-  UniqueFd dir(OpenDirInRoot(root_fd, parent));
-  if (!dir || ::symlinkat(op.source.c_str(), dir.get(), name) != 0) {
+  int dir = cache->Get(root_fd, parent);
+  if (dir < 0 || ::symlinkat(op.source.c_str(), dir, name) != 0) {
     if (errno == EEXIST) return ChildStatus();
     return Fail(errno, "create symlink", op.target.c_str());
   }
   return ChildStatus();
 }
 
-ChildStatus RunOp(int root_fd, size_t index, const RootfsPlan& plan) noexcept {
+ChildStatus RunOp(int root_fd, size_t index, const RootfsPlan& plan, DirCache* cache) noexcept {
   const RootfsOp& op = plan.ops[index];
   switch (op.kind) {
     case RootfsOp::Kind::kMountFs:
-      return RunMountFs(root_fd, op);
+      return RunMountFs(root_fd, op, cache);
     case RootfsOp::Kind::kBind:
       return RunBind(root_fd, op,
-                     index < plan.bind_trees.size() ? plan.bind_trees[index].get() : -1);
+                     index < plan.bind_trees.size() ? plan.bind_trees[index].get() : -1, cache);
     case RootfsOp::Kind::kMask:
-      return RunMask(root_fd, op);
+      return RunMask(root_fd, op, cache);
     case RootfsOp::Kind::kReadOnly:
-      return RunReadOnly(root_fd, op);
+      return RunReadOnly(root_fd, op, cache);
     case RootfsOp::Kind::kMkdir:
       return MkdirAllInRoot(root_fd, op.target.c_str(), op.mode, nullptr);
     case RootfsOp::Kind::kDevice:
-      return RunDevice(root_fd, op, plan.devices_by_bind);
+      return RunDevice(root_fd, op, plan.devices_by_bind, cache);
     case RootfsOp::Kind::kSymlink:
-      return RunSymlink(root_fd, op);
+      return RunSymlink(root_fd, op, cache);
   }
   return ChildStatus::Failure(EINVAL, "unknown rootfs operation");
 }
@@ -523,7 +592,10 @@ ChildStatus SetupRootfs(const RootfsPlan& plan, int tree_fd) noexcept {
   if (::syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return ChildStatus::Failure(errno, "attach the rootfs");
   }
-  for (size_t i = 0; i < plan.ops.size(); ++i) IMGTOOL_CHILD_TRY(RunOp(tree_fd, i, plan));
+  {
+    DirCache cache;
+    for (size_t i = 0; i < plan.ops.size(); ++i) IMGTOOL_CHILD_TRY(RunOp(tree_fd, i, plan, &cache));
+  }
 
   // pivot_root(".", "."): the old root ends up on top of the new one, and the
   // unmount takes it off; no directory for it is needed in the image.

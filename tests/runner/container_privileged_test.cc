@@ -333,6 +333,28 @@ TEST_F(ContainerTest, VolumesReadWriteAndReadOnly) {
   EXPECT_FALSE(fs::exists(host_dir / "x"));
 }
 
+TEST_F(ContainerTest, MountsOverAMountPointMadeEarlierLandOnTop) {
+  // The child keeps the directory it last created in (dev, for the device
+  // nodes) open; a volume over /dev itself must make the next target in
+  // the volume, not in the /dev tmpfs it covers.
+  fs::path over_dev = Path("over-dev");
+  fs::create_directories(over_dev);
+  imgtool::testing::WriteTestFile(over_dev / "marker", "the volume\n");
+  fs::path inner = Path("inner");
+  fs::create_directories(inner);
+  imgtool::testing::WriteTestFile(inner / "file", "inner volume\n");
+  ContainerSpec spec = Spec({"probe", "read", "/dev/marker", "+", "read", "/dev/inner/file", "+",
+                             "read", "/dev/pts-new/file"});
+  spec.volumes = {{over_dev.string(), "/dev", false},
+                  {inner.string(), "/dev/inner", true},
+                  {inner.string(), "/dev/pts-new", true}};
+  EXPECT_EQ(RunOk(spec), "the volume\ninner volume\ninner volume\n");
+  // The mount points were made in the volume over /dev, where the container
+  // saw them.
+  EXPECT_TRUE(fs::is_directory(over_dev / "inner"));
+  EXPECT_TRUE(fs::is_directory(over_dev / "pts-new"));
+}
+
 TEST_F(ContainerTest, ReadOnlyRootfsWithTmpfs) {
   ContainerSpec spec = Spec({"probe", "write", "/file", "x", "+", "write", "/scratch/file", "y",
                              "+", "write", "/dev/shm/z", "1", "+", "read", "/data/file"});
