@@ -27,6 +27,7 @@
 #include "overlay/unpacker.h"
 #include "runner/container.h"
 #include "runner/ipam.h"
+#include "runner/rootfs.h"
 #include "runner/supervisor.h"
 
 namespace imgtool::cli {
@@ -188,6 +189,16 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const st
       return std::move(mounts).error().Wrap("container " + id.substr(0, 12) + ": snapshot");
     }
     prepared.spec.rootfs_mounts = std::move(*mounts);
+    if (prepared.spec.userns != runner::UserNamespaceMode::kAuto) {
+      // (An idmapped rootfs would show the layer's files as nobody's.)
+      Status added = runner::AddEtcTargetsLayer(&prepared.spec.rootfs_mounts,
+                                                context.StateDir() / "etc-targets");
+      if (!added) {
+        if (!flags.remove) (void)snapshotter.Remove(record.snapshot);
+        (void)RemoveTree(containers.DirOf(id));
+        return std::move(added).error().Wrap("container " + id.substr(0, 12));
+      }
+    }
     if (flags.remove) {
       // The writable layer goes away with the container: overlay need not
       // sync it when the container's mount namespace ends. Without

@@ -8,11 +8,13 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "common/log.h"
 #include "common/safe_path.h"
+#include "common/temp_dir.h"
 
 namespace imgtool::runner {
 
@@ -530,6 +532,80 @@ Status PrepareRootfsPlan(RootfsPlan* plan, int root_fd) {
       return std::move(created).error().Wrap("create mount target /" + op.target);
     }
   }
+  return OkStatus();
+}
+
+namespace {
+
+// True when the image's /etc, as overlay merges `lowers` (topmost first),
+// is a root-owned 0755 directory or missing: then the etc targets layer's
+// etc/ (root, 0755) merges with it and shows the same attributes.
+bool EtcMergesWithTargetsLayer(const std::vector<std::string>& lowers) {
+  for (const std::string& lower : lowers) {
+    struct stat st {};
+    if (::lstat((lower + "/etc").c_str(), &st) != 0) {
+      if (errno == ENOENT) continue;
+      return false;
+    }
+    if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return true;  // a whiteout: /etc was deleted
+    return S_ISDIR(st.st_mode) && st.st_uid == 0 && st.st_gid == 0 &&
+           (st.st_mode & 07777) == 0755;
+  }
+  return true;
+}
+
+Status MakeEtcTargetsDir(const std::filesystem::path& dir) {
+  struct stat st {};
+  if (::stat((dir / kEtcFiles[0]).c_str(), &st) == 0) return OkStatus();
+  std::string temp_template = dir.string() + ".tmp-XXXXXX";
+  if (::mkdtemp(temp_template.data()) == nullptr) {
+    return ErrnoError("create " + temp_template);
+  }
+  std::filesystem::path temp = temp_template;
+  auto made = [&]() -> Status {
+    if (::chmod(temp.c_str(), 0755) != 0) return ErrnoError("chmod " + temp.string());
+    if (::mkdir((temp / "etc").c_str(), 0755) != 0 || ::chmod((temp / "etc").c_str(), 0755) != 0) {
+      return ErrnoError("create " + (temp / "etc").string());
+    }
+    for (const char* name : kEtcFiles) {
+      UniqueFd file(::open((temp / name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+      if (!file || ::fchmod(file.get(), 0644) != 0) {
+        return ErrnoError("create " + (temp / name).string());
+      }
+    }
+    if (::rename(temp.c_str(), dir.c_str()) != 0 && errno != EEXIST && errno != ENOTEMPTY) {
+      return ErrnoError("rename " + temp.string() + " to " + dir.string());
+    }
+    return OkStatus();
+  }();
+  // Gone after the rename; another maker's copy won when it failed.
+  (void)RemoveTree(temp);
+  return made;
+}
+
+}  // namespace
+
+Status AddEtcTargetsLayer(std::vector<Mount>* mounts, const std::filesystem::path& dir) {
+  if (mounts->size() != 1 || mounts->front().type != "overlay") return OkStatus();
+  std::vector<std::string>& options = mounts->front().options;
+  auto lowerdir = std::find_if(options.begin(), options.end(), [](const std::string& option) {
+    return option.starts_with("lowerdir=");
+  });
+  if (lowerdir == options.end()) return OkStatus();
+  std::vector<std::string> lowers;
+  for (std::string_view rest = std::string_view(*lowerdir).substr(9); !rest.empty();) {
+    size_t colon = rest.find(':');
+    lowers.emplace_back(rest.substr(0, colon));
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+  }
+  if (lowers.size() + 1 > kMaxOverlayLowerLayers) return OkStatus();
+  if (dir.string().find_first_of(":,") != std::string::npos) {
+    return InvalidArgumentError("etc targets layer " + dir.string() +
+                                ": contains ':' or ',', which overlay mount options can not hold");
+  }
+  if (!EtcMergesWithTargetsLayer(lowers)) return OkStatus();
+  IMGTOOL_TRY(MakeEtcTargetsDir(dir).Wrap("etc targets layer"));
+  lowerdir->insert(9, dir.string() + ":");
   return OkStatus();
 }
 

@@ -102,6 +102,21 @@ struct TmpfsOptions {
 // "--tmpfs PATH:OPTIONS" options; empty is docker's "rw,noexec,nosuid,nodev".
 Result<TmpfsOptions> ParseTmpfsOptions(std::string_view options);
 
+// The /etc files every container gets bound over (hosts, hostname,
+// resolv.conf; see Container::Start), relative to the rootfs.
+inline constexpr const char* kEtcFiles[] = {"etc/hosts", "etc/hostname", "etc/resolv.conf"};
+
+// A directory holding empty kEtcFiles, made once at `dir` (atomically: a
+// concurrent maker's copy is as good), and stacked by `mounts`' lone overlay
+// as its topmost lower layer, so that the bind targets exist without being
+// created in the container's writable layer: an image without /etc/hosts
+// would otherwise cost a copy-up of /etc and a new file there on every run,
+// and their removal after. As docker's init layer, which holds the same
+// files. Left out (mounts unchanged) when `mounts` is not one overlay, or
+// when the image's /etc is not a directory (a symlink, say), which the
+// layer's etc/ would hide.
+Status AddEtcTargetsLayer(std::vector<Mount>* mounts, const std::filesystem::path& dir);
+
 // Parent side: mounts `mounts` in order at `dir` (none: `dir` is the rootfs),
 // calls `inspect` with an fd on the assembled root (to read /etc/passwd), and
 // returns a detached clone of the tree; the mounts at `dir` are undone before

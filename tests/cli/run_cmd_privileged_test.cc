@@ -856,6 +856,54 @@ TEST_F(RunTest, RmLeavesNothingBehind) {
   EXPECT_EQ(Run({"ps", "-a", "-q"}).out, "");
 }
 
+TEST_F(RunTest, EtcFilesNeedNoCopyUpOfTheImagesEtc) {
+  // The test image's /etc has no hosts, hostname or resolv.conf: the bind
+  // targets come from the shared etc targets layer, so the container's
+  // writable layer gets no etc/ of its own.
+  CommandResult r = Run({"run", "--net", "none", "--name", "etc", "--hostname", "box",
+                         "test:latest", "probe", "read", "/etc/hostname", "+", "read",
+                         "/etc/hosts"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "box");
+  EXPECT_NE(r.out.find("127.0.0.1\tlocalhost"), std::string::npos) << r.out;
+  fs::path snapshots = fs::path(Root().string() + "-state") / "snapshots";
+  std::error_code ec;
+  int uppers = 0;
+  for (const auto& entry : fs::directory_iterator(snapshots, ec)) {
+    if (!fs::is_directory(entry.path() / "fs")) continue;
+    ++uppers;
+    EXPECT_FALSE(fs::exists(entry.path() / "fs" / "etc" / "hosts")) << entry.path();
+  }
+  EXPECT_EQ(uppers, 2);  // the image's layer and the container's
+  EXPECT_TRUE(fs::exists(fs::path(Root().string() + "-state") / "etc-targets" / "etc" / "hosts"));
+  Ok({"rm", "etc"});
+  // gc keeps the layer: it is no snapshot.
+  Ok({"gc"});
+  EXPECT_TRUE(fs::exists(fs::path(Root().string() + "-state") / "etc-targets" / "etc" / "hosts"));
+}
+
+TEST_F(RunTest, EtcFilesOverAnImageWhoseEtcIsASymlink) {
+  // The targets layer's etc/ would hide the symlink: left out, the targets
+  // are made where the symlink leads, as before.
+  fs::path rootfs = Work() / "symlinked-etc";
+  ::imgtool::runner::testing::BuildTestRootfs(rootfs);
+  fs::create_directories(rootfs / "usr");
+  fs::rename(rootfs / "etc", rootfs / "usr" / "etc");
+  fs::create_directory_symlink("usr/etc", rootfs / "etc");
+  fs::path tar = Work() / "symlinked-etc.tar";
+  CommandResult packed = RunCommand({"tar", "--sort=name", "--owner=0", "--group=0",
+                                     "--numeric-owner", "-C", rootfs.string(), "-cf",
+                                     tar.string(), "."});
+  ASSERT_EQ(packed.exit_code, 0) << Describe(packed);
+  Ok({"import", tar.string(), "symlinked:latest"});
+  std::string out = Probe({"probe", "readlink", "/etc", "+", "read", "/etc/hostname", "+", "read",
+                           "/usr/etc/hosts"},
+                          {"--hostname", "linked"}, "symlinked:latest");
+  EXPECT_EQ(out.substr(0, out.find('\n')), "readlink=usr/etc") << out;
+  EXPECT_NE(out.find("linked\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("127.0.0.1\tlocalhost"), std::string::npos) << out;
+}
+
 TEST_F(RunTest, ExitedContainerStaysUntilRm) {
   CommandResult r =
       Run({"run", "--net", "none", "--name", "kept", "test:latest", "probe", "exit", "4"});

@@ -2,8 +2,16 @@
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/temp_dir.h"
 
 namespace imgtool::runner {
 namespace {
@@ -140,6 +148,84 @@ TEST(TmpfsOptionsTest, DefaultsAndOverrides) {
   EXPECT_EQ(custom->data, "size=64m,mode=1777,uid=1000");
   EXPECT_FALSE(ParseTmpfsOptions("size").has_value());
   EXPECT_FALSE(ParseTmpfsOptions("lowerdir=/x").has_value());
+}
+
+// The layer is used only over an /etc that is root's and 0755 (its own
+// etc/ shows those attributes): ownership by root needs root.
+class EtcTargetsLayerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root: the layer goes only over a root-owned /etc";
+    Result<TempDir> dir = TempDir::Create("imgtool-test-");
+    ASSERT_TRUE(dir.has_value());
+    dir_.emplace(std::move(*dir));
+  }
+  std::filesystem::path Path(const std::string& name) const { return dir_->path() / name; }
+  std::vector<Mount> Overlay(const std::string& lowers) const {
+    return {Mount{"overlay", "overlay", {"lowerdir=" + lowers, "upperdir=/u", "workdir=/w"}}};
+  }
+  std::optional<TempDir> dir_;
+};
+
+TEST_F(EtcTargetsLayerTest, GoesOnTopOfAnImageWhoseEtcIsAPlainDirectoryOrMissing) {
+  namespace fs = std::filesystem;
+  fs::create_directories(Path("top"));  // no etc
+  fs::create_directories(Path("base/etc"));
+  ASSERT_EQ(::chmod(Path("base/etc").c_str(), 0755), 0);
+  std::vector<Mount> mounts = Overlay(Path("top").string() + ":" + Path("base").string());
+  fs::path layer = Path("etc-targets");
+  ASSERT_TRUE(AddEtcTargetsLayer(&mounts, layer).has_value());
+  EXPECT_EQ(mounts[0].options[0],
+            "lowerdir=" + layer.string() + ":" + Path("top").string() + ":" + Path("base").string());
+  for (const char* name : kEtcFiles) {
+    struct stat st {};
+    ASSERT_EQ(::stat((layer / name).c_str(), &st), 0) << name;
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(st.st_size, 0);
+    EXPECT_EQ(st.st_mode & 07777, 0644u);
+  }
+  struct stat etc {};
+  ASSERT_EQ(::stat((layer / "etc").c_str(), &etc), 0);
+  EXPECT_EQ(etc.st_mode & 07777, 0755u);
+  // Made once: a second container stacks the same directory.
+  std::vector<Mount> again = Overlay(Path("base").string());
+  ASSERT_TRUE(AddEtcTargetsLayer(&again, layer).has_value());
+  EXPECT_EQ(again[0].options[0], "lowerdir=" + layer.string() + ":" + Path("base").string());
+  // No etc anywhere (a scratch image): the layer provides it.
+  std::vector<Mount> bare = Overlay(Path("top").string());
+  ASSERT_TRUE(AddEtcTargetsLayer(&bare, layer).has_value());
+  EXPECT_EQ(bare[0].options[0], "lowerdir=" + layer.string() + ":" + Path("top").string());
+}
+
+TEST_F(EtcTargetsLayerTest, LeftOutWhereItsEtcWouldHideOrChangeTheImages) {
+  namespace fs = std::filesystem;
+  fs::path layer = Path("etc-targets");
+  // /etc a symlink in the topmost layer that has one.
+  fs::create_directories(Path("link/usr/etc"));
+  fs::create_directory_symlink("usr/etc", Path("link/etc"));
+  fs::create_directories(Path("base/etc"));
+  ASSERT_EQ(::chmod(Path("base/etc").c_str(), 0755), 0);
+  std::string lowers = Path("link").string() + ":" + Path("base").string();
+  std::vector<Mount> mounts = Overlay(lowers);
+  ASSERT_TRUE(AddEtcTargetsLayer(&mounts, layer).has_value());
+  EXPECT_EQ(mounts[0].options[0], "lowerdir=" + lowers);
+  // An /etc with other attributes than the layer's.
+  fs::create_directories(Path("odd/etc"));
+  ASSERT_EQ(::chmod(Path("odd/etc").c_str(), 0750), 0);
+  std::vector<Mount> odd = Overlay(Path("odd").string());
+  ASSERT_TRUE(AddEtcTargetsLayer(&odd, layer).has_value());
+  EXPECT_EQ(odd[0].options[0], "lowerdir=" + Path("odd").string());
+  // Not a lone overlay.
+  std::vector<Mount> bind = {Mount{"bind", Path("base").string(), {"rbind", "rw"}}};
+  ASSERT_TRUE(AddEtcTargetsLayer(&bind, layer).has_value());
+  EXPECT_EQ(bind[0].options, (std::vector<std::string>{"rbind", "rw"}));
+  // Already at the kernel's limit of lower layers.
+  std::string many = Path("base").string();
+  for (size_t i = 1; i < kMaxOverlayLowerLayers; ++i) many += ":" + Path("base").string();
+  std::vector<Mount> full = Overlay(many);
+  ASSERT_TRUE(AddEtcTargetsLayer(&full, layer).has_value());
+  EXPECT_EQ(full[0].options[0], "lowerdir=" + many);
+  EXPECT_FALSE(fs::exists(layer));  // never needed
 }
 
 }  // namespace

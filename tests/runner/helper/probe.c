@@ -317,6 +317,10 @@ static int RunOne(int argc, char** argv) {
     snprintf(path, sizeof(path), "/proc/self/ns/%s", argv[1]);
     ssize_t n = readlink(path, target, sizeof(target) - 1);
     printf("ns=%s\n", n > 0 ? target : ErrnoName(errno));
+  } else if (strcmp(cmd, "readlink") == 0 && argc > 1) {
+    char target[4096] = {0};
+    ssize_t n = readlink(argv[1], target, sizeof(target) - 1);
+    printf("readlink=%s\n", n >= 0 ? target : ErrnoName(errno));
   } else if (strcmp(cmd, "echo") == 0) {
     for (int i = 1; i < argc; ++i) printf("%s%s", i > 1 ? " " : "", argv[i]);
     printf("\n");
