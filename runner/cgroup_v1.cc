@@ -1,5 +1,8 @@
 #include "runner/cgroup_v1.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <charconv>
 #include <csignal>
 
@@ -90,11 +93,30 @@ Status CgroupV1::Create(const CgroupResources& resources) {
 
   created_ = true;
   for (const Hierarchy& h : hierarchies_) {
-    IMGTOOL_TRY(MakeCgroupDir(h.parent_dir));
-    IMGTOOL_TRY(MakeCgroupDir(h.dir));
-    if (h.controllers.contains("cpuset")) {
-      IMGTOOL_TRY(InheritCpuset(h.mount, h.parent_dir).Wrap("cpuset " + h.parent_dir.string()));
-      IMGTOOL_TRY(InheritCpuset(h.parent_dir, h.dir).Wrap("cpuset " + h.dir.string()));
+    const bool cpuset = h.controllers.contains("cpuset");
+    // The parent ("imgtool") exists but for the first container: one mkdir
+    // in the common case.
+    if (::mkdir(h.dir.c_str(), 0755) != 0) {
+      if (errno != ENOENT) IMGTOOL_TRY(MakeCgroupDir(h.dir));  // the error, or EEXIST
+      IMGTOOL_TRY(MakeCgroupDir(h.parent_dir));
+      if (cpuset) {
+        IMGTOOL_TRY(InheritCpuset(h.mount, h.parent_dir).Wrap("cpuset " + h.parent_dir.string()));
+        // New children copy cpuset.cpus and cpuset.mems from the parent.
+        (void)WriteCgroupFile(h.parent_dir, "cgroup.clone_children", "1");
+      }
+      IMGTOOL_TRY(MakeCgroupDir(h.dir));
+    }
+    if (cpuset) {
+      // A parent made before clone_children was set (or by another tool)
+      // leaves them empty: copied here then, and clone_children set.
+      IMGTOOL_ASSIGN_OR_RETURN(std::string cpus, ReadCgroupFile(h.dir, "cpuset.cpus"));
+      IMGTOOL_ASSIGN_OR_RETURN(std::string mems, ReadCgroupFile(h.dir, "cpuset.mems"));
+      if (cpus.find_first_not_of(" \n") == std::string::npos ||
+          mems.find_first_not_of(" \n") == std::string::npos) {
+        IMGTOOL_TRY(InheritCpuset(h.mount, h.parent_dir).Wrap("cpuset " + h.parent_dir.string()));
+        IMGTOOL_TRY(InheritCpuset(h.parent_dir, h.dir).Wrap("cpuset " + h.dir.string()));
+        (void)WriteCgroupFile(h.parent_dir, "cgroup.clone_children", "1");
+      }
     }
   }
   Status limits = WriteLimits(resources);

@@ -333,6 +333,33 @@ TEST_F(CgroupV1Test, CpuLimitsAreWritten) {
   ExpectGone("cpu");
 }
 
+TEST_F(CgroupV1Test, CpusetIsInheritedWhetherOrNotTheParentClonesChildren) {
+  if (!layout_.v1_mounts.contains("cpuset")) GTEST_SKIP() << "no cpuset hierarchy";
+  const std::filesystem::path parent = layout_.v1_mounts.at("cpuset") / layout_.parent;
+  auto tasks_may_join = [&](const std::string& id) {
+    auto manager = NewCgroupManager(id, layout_);
+    ASSERT_TRUE(manager);
+    auto created = (*manager)->Create({});
+    ASSERT_TRUE(created) << created.error().ToString();
+    EXPECT_NE(ReadCgroupFile(parent / id, "cpuset.cpus").value(), "\n") << id;
+    EXPECT_NE(ReadCgroupFile(parent / id, "cpuset.mems").value(), "\n") << id;
+    GatedChild child([] { return 0; });
+    EXPECT_TRUE((*manager)->AddProcess(child.pid())) << id;
+    child.Release();
+    child.Wait();
+    ASSERT_TRUE((*manager)->Destroy());
+  };
+  // The first container makes the parent, which then clones children.
+  tasks_may_join("first");
+  EXPECT_EQ(ReadCgroupFile(parent, "cgroup.clone_children").value(), "1\n");
+  tasks_may_join("second");
+  // A parent made without it (an older imgtool, another tool): still filled
+  // in, and clone_children set for the next one.
+  ASSERT_TRUE(WriteCgroupFile(parent, "cgroup.clone_children", "0"));
+  tasks_may_join("third");
+  EXPECT_EQ(ReadCgroupFile(parent, "cgroup.clone_children").value(), "1\n");
+}
+
 TEST_F(CgroupV1Test, CleanupKillsAndRemovesStaleCgroups) {
   auto stale = NewCgroupManager("stale", layout_);
   auto live = NewCgroupManager("live", layout_);
