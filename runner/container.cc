@@ -98,6 +98,9 @@ struct ChildPlan {
   int tree_fd = -1;
   ProcessPlan* process = nullptr;
   bool init = false;
+  // Cloned without CLONE_NEWTIME (VforkChild): the child unshares it, and
+  // the command enters it at exec.
+  bool unshare_time_namespace = false;
 };
 
 // In a new user namespace the child still carries the host ids it was cloned
@@ -148,13 +151,18 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
   return DropPrivileges(*plan.process);
 }
 
-[[noreturn]] void ContainerChildMain(const ChildPlan& plan, ParentChannel* parent_end,
+// `parent_end_fd` is the child's copy of the parent's end, closed with a
+// plain close: the ParentChannel object may be the parent's own memory.
+[[noreturn]] void ContainerChildMain(const ChildPlan& plan, int parent_end_fd,
                                      ChildChannel* channel) noexcept {
-  parent_end->Close();
+  ::close(parent_end_fd);
   // If imgtool dies, so does the container, instead of running on unseen.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (plan.wait_before_setup && !channel->WaitForParent()) ::_exit(125);
   ChildStatus status = plan.user_namespace ? BecomeNamespaceRoot() : ChildStatus();
+  if (status.ok() && plan.unshare_time_namespace && ::unshare(CLONE_NEWTIME) != 0) {
+    status = ChildStatus::Failure(errno, "unshare the time namespace");
+  }
   if (status.ok()) status = SetUpContainerInChild(plan, channel);
   if (!status.ok()) {
     channel->ReportSetupFailure(status);
@@ -162,6 +170,17 @@ ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) 
   }
   if (plan.init) RunInit(*plan.process, channel);
   ExecProcess(*plan.process, channel);
+}
+
+struct VforkChildArgs {
+  const ChildPlan* plan;
+  int parent_end_fd;
+  ChildChannel* channel;
+};
+
+int VforkContainerChild(void* arg) {
+  const auto* args = static_cast<const VforkChildArgs*>(arg);
+  ContainerChildMain(*args->plan, args->parent_end_fd, args->channel);
 }
 
 // The helper of Exec: joins the container's namespaces, then starts the
@@ -500,10 +519,27 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   ::pthread_sigmask(SIG_BLOCK, &c->forwarded_, &c->saved_mask_);
   c->mask_changed_ = true;
 
-  IMGTOOL_ASSIGN_OR_RETURN(ClonedChild child,
-                           CloneChild(ContainerCloneFlags(own_netns && !premade_netns, userns), cgroup_fd.get())
-                               .Wrap("container " + spec.id));
-  if (child.pid == 0) ContainerChildMain(plan, &channel.parent, &channel.child);
+  const uint64_t clone_flags = ContainerCloneFlags(own_netns && !premade_netns, userns);
+  // The plain case shares the memory until the exec instead of copying it:
+  // nothing to wait for between clone and exec, no --init (its reaper never
+  // execs), no terminal, no CLONE_INTO_CGROUP (clone3 only), and no memory
+  // limit (an OOM kill of the child before its exec would take the process
+  // it shares the memory with, imgtool, along).
+  const bool vfork = !plan.wait_before_setup && !plan.wait_before_exec && !plan.init &&
+                     !plan.user_namespace && !spec.process.terminal && !cgroup_fd &&
+                     !spec.resources.memory_bytes;
+  ClonedChild child;
+  if (vfork) {
+    plan.unshare_time_namespace = (clone_flags & CLONE_NEWTIME) != 0;
+    VforkChildArgs args{&plan, channel.parent.fd(), &channel.child};
+    IMGTOOL_ASSIGN_OR_RETURN(child, VforkChild(clone_flags & ~uint64_t{CLONE_NEWTIME},
+                                               VforkContainerChild, &args)
+                                        .Wrap("container " + spec.id));
+  } else {
+    IMGTOOL_ASSIGN_OR_RETURN(child, CloneChild(clone_flags, cgroup_fd.get())
+                                        .Wrap("container " + spec.id));
+    if (child.pid == 0) ContainerChildMain(plan, channel.parent.fd(), &channel.child);
+  }
   c->pid_ = child.pid;
   c->pidfd_ = std::move(child.pidfd);
   channel.child.Close();

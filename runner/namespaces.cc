@@ -4,6 +4,7 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -52,6 +53,38 @@ Result<ClonedChild> CloneChild(uint64_t flags, int cgroup_fd) {
   ClonedChild child;
   child.pid = static_cast<pid_t>(pid);
   if (pid != 0) child.pidfd.reset(pidfd);
+  return child;
+}
+
+Result<ClonedChild> VforkChild(uint64_t flags, int (*fn)(void*), void* arg) {
+  // Legacy clone() takes 32 flag bits, the low 8 being the exit signal.
+  if ((flags & ~uint64_t{0xffffff00}) != 0 || (flags & (CLONE_VM | CLONE_VFORK)) != 0) {
+    return InvalidArgumentError(StrCat("vfork child: flags 0x", std::hex, flags, " not allowed"));
+  }
+  // The child's frames hold a few path buffers of 4 KB; a guard page below.
+  constexpr size_t kStackSize = 256 * 1024;
+  constexpr size_t kGuard = 4096;
+  void* stack = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (stack == MAP_FAILED) return ErrnoError("map a stack for the child");
+  if (::mprotect(stack, kGuard, PROT_NONE) != 0) {
+    Status failed = ErrnoError("guard the child's stack");
+    ::munmap(stack, kStackSize);
+    return std::move(failed).error();
+  }
+  int pidfd = -1;
+  int pid = ::clone(fn, static_cast<char*>(stack) + kStackSize,
+                    static_cast<int>(flags) | CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, arg,
+                    &pidfd);
+  int err = errno;
+  // The child has exec'd or exited: its stack is no one's now.
+  ::munmap(stack, kStackSize);
+  if (pid < 0) {
+    return ErrnoError(StrCat("clone with flags 0x", std::hex, flags, " (vfork)"), err);
+  }
+  ClonedChild child;
+  child.pid = static_cast<pid_t>(pid);
+  child.pidfd.reset(pidfd);
   return child;
 }
 

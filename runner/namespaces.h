@@ -31,6 +31,16 @@ struct ClonedChild {
 // child must keep to allocation-free code (see child_status.h).
 Result<ClonedChild> CloneChild(uint64_t flags, int cgroup_fd);
 
+// Starts `fn(arg)` in a child that shares this process's memory and runs on
+// a stack of its own until it execs or exits, while the calling thread waits
+// (CLONE_VM | CLONE_VFORK, as posix_spawn does), with `flags` (CLONE_NEW*,
+// not CLONE_NEWTIME: unshare it in the child, it takes effect at exec) and
+// CLONE_PIDFD. Unlike CloneChild no copy of the address space is made,
+// written to page by page (copy-on-write) by both sides, and torn down at
+// the exec. `fn` must never return, must write nothing but its own stack
+// (the memory is the caller's) and must take no lock (see child_status.h).
+Result<ClonedChild> VforkChild(uint64_t flags, int (*fn)(void*), void* arg);
+
 // One line of /proc/PID/uid_map: `size` ids from `container_id` map to `host_id`.
 struct IdMap {
   uint32_t container_id = 0;
