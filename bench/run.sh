@@ -60,6 +60,11 @@ $PODMAN_RUN --network=none bench/debian /bin/true
 BWRAP="bwrap --bind $d/bundle/rootfs / --proc /proc --dev /dev --unshare-pid --unshare-net \
 --unshare-ipc --unshare-uts --unshare-cgroup /bin/true"
 
+# The set-up above (podman import, the bundle's tar) leaves writeback behind:
+# flushed first, so that it does not land on whichever command runs first.
+sync
+sleep 2
+
 # Load average at the start, for the table.
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
