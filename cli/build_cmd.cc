@@ -38,10 +38,7 @@ struct BuildFlags {
   bool verify_reproducible = false;
   bool push = false;
   // Registry access, for --push and for pulling a from: image.
-  bool tls_verify = true;
-  std::string cert_dir;
-  std::string authfile;
-  std::string creds;
+  RegistryAccess registry;
 };
 
 Result<int64_t> ParseEpoch(std::string_view what, std::string_view text) {
@@ -55,18 +52,6 @@ Result<int64_t> ParseEpoch(std::string_view what, std::string_view text) {
 
 Status WriteSmallFile(const std::string& path, const std::string& text, std::string_view what) {
   return WriteFileAtomic(path, text).Wrap(std::string(what) + " " + path);
-}
-
-// The registry settings of the build's flags, for PullImage and PushImage.
-template <typename Options>
-Options RegistryOptionsOf(const BuildFlags& flags) {
-  Options options;
-  options.quiet = flags.quiet;
-  options.tls_verify = flags.tls_verify;
-  options.cert_dir = flags.cert_dir;
-  options.authfile = flags.authfile;
-  options.creds = flags.creds;
-  return options;
 }
 
 Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
@@ -85,7 +70,10 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   // stdout stays the build's).
   options.pull = [&context, &flags](const std::string& ref) -> Status {
     IMGTOOL_ASSIGN_OR_RETURN(store::Reference parsed, store::ParseReference(ref));
-    IMGTOOL_TRY(PullImage(context, parsed, RegistryOptionsOf<PullImageOptions>(flags)));
+    PullImageOptions pull;
+    pull.quiet = flags.quiet;
+    pull.registry = flags.registry;
+    IMGTOOL_TRY(PullImage(context, parsed, pull));
     return OkStatus();
   };
   options.state_dir = context.StateDir();
@@ -174,7 +162,9 @@ Result<int> RunBuild(const Context& context, const BuildFlags& flags) {
   // --push: every name the image got, each to its own registry, after tagging.
   std::vector<std::pair<std::string, Digest>> pushed;
   if (flags.push) {
-    const auto push = RegistryOptionsOf<PushImageOptions>(flags);
+    PushImageOptions push;
+    push.quiet = flags.quiet;
+    push.registry = flags.registry;
     for (const std::string& tag : result.tags) {
       IMGTOOL_ASSIGN_OR_RETURN(store::Reference ref, store::ParseReference(tag));
       IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImage(context, ref, push).Wrap("--push"));
@@ -263,14 +253,8 @@ void RegisterBuildCommands(CLI::App& app, const Context& context, CommandRegistr
                 "Build twice (the second time from nothing) and name every file that differs");
   cmd->add_flag("--push", flags->push,
                 "After tagging, push the image to the registry of each of its names");
-  cmd->add_flag("--tls-verify", flags->tls_verify,
-                "Verify TLS certificates and require HTTPS for --push and pulled bases "
-                "(default true; --tls-verify=false also allows plain HTTP)");
-  cmd->add_option("--cert-dir", flags->cert_dir,
-                  "Directory of extra CA certificates (*.crt) for --push and pulled bases");
-  cmd->add_option("--authfile", flags->authfile,
-                  "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
-  cmd->add_option("--creds", flags->creds, "USER:PASSWORD for --push and pulled bases");
+  AddRegistryFlags(cmd, flags->registry, "--push and pulled bases");
+  cmd->add_option("--creds", flags->registry.creds, "USER:PASSWORD for --push and pulled bases");
   registry.Set(cmd, [&context, flags] { return RunBuild(context, *flags); });
 }
 

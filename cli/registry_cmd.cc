@@ -32,23 +32,6 @@ namespace imgtool::cli {
 
 namespace {
 
-struct RegistryFlags {
-  bool tls_verify = true;
-  std::string cert_dir;
-  std::string authfile;
-  std::string creds;  // USER:PASSWORD
-};
-
-void AddRegistryFlags(CLI::App* cmd, RegistryFlags& flags) {
-  cmd->add_flag("--tls-verify", flags.tls_verify,
-                "Verify TLS certificates and require HTTPS (default true; "
-                "--tls-verify=false also allows plain HTTP)");
-  cmd->add_option("--cert-dir", flags.cert_dir,
-                  "Directory of extra CA certificates (*.crt) to trust for this registry");
-  cmd->add_option("--authfile", flags.authfile,
-                  "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
-}
-
 // "https://host:5000/v2/" -> "host:5000"; "index.docker.io" -> "docker.io".
 std::string NormalizeRegistry(std::string_view text) {
   if (size_t scheme = text.find("://"); scheme != std::string_view::npos) {
@@ -61,7 +44,7 @@ std::string NormalizeRegistry(std::string_view text) {
 }
 
 Result<std::unique_ptr<registry::Client>> MakeClient(const std::string& name,
-                                                     const RegistryFlags& flags,
+                                                     const RegistryAccess& flags,
                                                      std::optional<registry::Credentials> creds) {
   bool insecure = !flags.tls_verify || registry::IsInsecureRegistry(name);
   registry::TlsOptions tls;
@@ -389,13 +372,13 @@ class OverlappedUnpacker {
 // --- pull ---------------------------------------------------------------------
 
 Result<Digest> PullImpl(const Context& context, const store::Reference& ref,
-                        const PullImageOptions& options, const RegistryFlags& flags) {
+                        const PullImageOptions& options) {
   registry::PullOptions pull;
   pull.platform = options.platform;
   pull.jobs = options.jobs;
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
-  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(ref.registry(), flags, std::nullopt));
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(ref.registry(), options.registry, std::nullopt));
   ProgressPrinter printer(options.quiet, "Copying");
   OverlappedUnpacker early(*store, *snapshotter);
   pull.on_manifest = [&](const store::Manifest& manifest) { early.SetManifest(manifest); };
@@ -425,7 +408,7 @@ struct PullOptions {
   std::string platform;
   bool quiet = false;
   int jobs = 4;
-  RegistryFlags flags;
+  RegistryAccess flags;
 };
 
 Result<int> RunPull(const Context& context, const PullOptions& options) {
@@ -437,7 +420,8 @@ Result<int> RunPull(const Context& context, const PullOptions& options) {
   }
   pull.quiet = options.quiet;
   pull.jobs = options.jobs;
-  IMGTOOL_ASSIGN_OR_RETURN(Digest id, PullImpl(context, ref, pull, options.flags));
+  pull.registry = options.flags;
+  IMGTOOL_ASSIGN_OR_RETURN(Digest id, PullImpl(context, ref, pull));
   IMGTOOL_TRY(PrintOut(id.hex() + "\n"));
   return 0;
 }
@@ -450,19 +434,18 @@ struct PushOptions {
   bool quiet = false;
   int jobs = 4;
   std::string digestfile;
-  RegistryFlags flags;
+  RegistryAccess flags;
 };
 
 Result<Digest> PushImpl(const store::Store& store, const FoundImage& found,
-                        const store::Reference& dest, const PushImageOptions& options,
-                        const RegistryFlags& flags) {
+                        const store::Reference& dest, const PushImageOptions& options) {
   registry::PushOptions push;
   push.jobs = options.jobs;
   if (found.ref && found.ref->registry() == dest.registry() &&
       found.ref->repository() != dest.repository()) {
     push.mount_from = found.ref->repository();
   }
-  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(dest.registry(), flags, std::nullopt));
+  IMGTOOL_ASSIGN_OR_RETURN(auto client, MakeClient(dest.registry(), options.registry, std::nullopt));
   ProgressPrinter printer(options.quiet, "Pushing");
   push.progress = [&](const registry::BlobProgress& blob) { printer.Update(blob); };
   store::Descriptor top = CleanDescriptor(found.image.top);
@@ -488,7 +471,8 @@ Result<int> RunPush(const Context& context, const PushOptions& options) {
   PushImageOptions push;
   push.quiet = options.quiet;
   push.jobs = options.jobs;
-  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImpl(*store, found, *dest, push, options.flags));
+  push.registry = options.flags;
+  IMGTOOL_ASSIGN_OR_RETURN(Digest digest, PushImpl(*store, found, *dest, push));
   if (!options.digestfile.empty()) {
     IMGTOOL_TRY(WriteFileAtomic(options.digestfile, digest.ToString()).Wrap("--digestfile"));
   }
@@ -503,7 +487,7 @@ struct LoginOptions {
   std::string username;
   std::string password;
   bool password_stdin = false;
-  RegistryFlags flags;
+  RegistryAccess flags;
 };
 
 Result<std::string> ReadPassword(bool from_stdin) {
@@ -559,30 +543,30 @@ Result<int> RunLogout(const LogoutOptions& options) {
   return 0;
 }
 
-// The registry flags PullImageOptions and PushImageOptions both carry.
-template <typename Options>
-RegistryFlags FlagsOf(const Options& options) {
-  RegistryFlags flags;
-  flags.tls_verify = options.tls_verify;
-  flags.cert_dir = options.cert_dir;
-  flags.authfile = options.authfile;
-  flags.creds = options.creds;
-  return flags;
-}
-
 }  // namespace
+
+void AddRegistryFlags(CLI::App* cmd, RegistryAccess& access, std::string_view use) {
+  std::string for_use = use.empty() ? "" : " for " + std::string(use);
+  cmd->add_flag("--tls-verify", access.tls_verify,
+                "Verify TLS certificates and require HTTPS" + for_use +
+                    " (default true; --tls-verify=false also allows plain HTTP)");
+  cmd->add_option("--cert-dir", access.cert_dir,
+                  "Directory of extra CA certificates (*.crt) to trust" +
+                      (use.empty() ? std::string(" for this registry") : for_use));
+  cmd->add_option("--authfile", access.authfile,
+                  "Credentials file (default: $XDG_CONFIG_HOME/imgtool/auth.json)");
+}
 
 Result<Digest> PullImage(const Context& context, const store::Reference& ref,
                          const PullImageOptions& options) {
-  return PullImpl(context, ref, options, FlagsOf(options));
+  return PullImpl(context, ref, options);
 }
 
 Result<Digest> PushImage(const Context& context, const store::Reference& ref,
                          const PushImageOptions& options) {
-  RegistryFlags flags = FlagsOf(options);
   IMGTOOL_ASSIGN_OR_RETURN(auto store, context.OpenStore());
   IMGTOOL_ASSIGN_OR_RETURN(FoundImage found, FindImage(*store, ref.ToString()));
-  return PushImpl(*store, found, ref, options, flags);
+  return PushImpl(*store, found, ref, options);
 }
 
 void RegisterRegistryCommands(CLI::App& app, const Context& context, CommandRegistry& registry) {

@@ -6,21 +6,37 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "cli/context.h"
 #include "common/error.h"
 #include "store/oci_types.h"
 #include "store/reference.h"
 
+namespace CLI {
+class App;
+}
+
 namespace imgtool::cli {
 
-struct PullImageOptions {
-  std::optional<store::Platform> platform;  // default: the host's
-  bool quiet = false;                       // no progress on stderr
+// How to reach a registry: what pull, push, login and build's --push and
+// pulled bases take from the command line.
+struct RegistryAccess {
   bool tls_verify = true;
   std::string cert_dir;
   std::string authfile;
   std::string creds;  // USER:PASSWORD; else the stored credentials
+};
+
+// Adds --tls-verify, --cert-dir and --authfile to `cmd` (not --creds: login
+// takes -u and -p instead); `use` says what they are for in the help, "" for
+// the command itself.
+void AddRegistryFlags(CLI::App* cmd, RegistryAccess& access, std::string_view use = "");
+
+struct PullImageOptions {
+  std::optional<store::Platform> platform;  // default: the host's
+  bool quiet = false;                       // no progress on stderr
+  RegistryAccess registry;
   int jobs = 4;
 };
 
@@ -30,10 +46,7 @@ Result<Digest> PullImage(const Context& context, const store::Reference& ref,
 
 struct PushImageOptions {
   bool quiet = false;  // no progress on stderr
-  bool tls_verify = true;
-  std::string cert_dir;
-  std::string authfile;
-  std::string creds;  // USER:PASSWORD; else the stored credentials
+  RegistryAccess registry;
   int jobs = 4;
 };
 
