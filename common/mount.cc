@@ -203,25 +203,40 @@ struct OverlayConfig {
   std::vector<std::pair<std::string, std::string>> params;
 };
 
+// Appends the lower dirs one overlay option names ("lowerdir=A:B", A the
+// topmost, or "lowerdir+=C") to `lowers`, empty paths included; false for
+// any other option.
+bool AppendLowerDirs(std::string_view option, std::vector<std::string>* lowers) {
+  if (option.starts_with("lowerdir+=")) {
+    lowers->emplace_back(option.substr(10));
+    return true;
+  }
+  if (!option.starts_with("lowerdir=")) return false;
+  std::string_view value = option.substr(9);
+  while (true) {
+    size_t colon = value.find(':');
+    lowers->emplace_back(value.substr(0, colon));
+    if (colon == std::string_view::npos) return true;
+    value.remove_prefix(colon + 1);
+  }
+}
+
 Result<OverlayConfig> ParseOverlayConfig(const ParsedOptions& options) {
   OverlayConfig config;
   for (const std::string& option : options.data) {
+    size_t before = config.lowers.size();
+    if (AppendLowerDirs(option, &config.lowers)) {
+      for (size_t i = before; i < config.lowers.size(); ++i) {
+        if (config.lowers[i].empty()) {
+          return InvalidArgumentError("empty path in \"" + option + "\"");
+        }
+      }
+      continue;
+    }
     size_t eq = option.find('=');
     std::string key = option.substr(0, eq);
     std::string value = eq == std::string::npos ? "" : option.substr(eq + 1);
-    if (key == "lowerdir") {
-      size_t start = 0;
-      while (start <= value.size()) {
-        size_t colon = value.find(':', start);
-        if (colon == std::string::npos) colon = value.size();
-        if (colon == start) return InvalidArgumentError("empty path in \"" + option + "\"");
-        config.lowers.push_back(value.substr(start, colon - start));
-        start = colon + 1;
-      }
-    } else if (key == "lowerdir+") {
-      if (value.empty()) return InvalidArgumentError("empty path in \"" + option + "\"");
-      config.lowers.push_back(value);
-    } else if (eq != std::string::npos && value.empty()) {
+    if (eq != std::string::npos && value.empty()) {
       return InvalidArgumentError("empty value in \"" + option + "\"");
     } else {
       config.params.emplace_back(std::move(key), std::move(value));
@@ -562,6 +577,13 @@ Status MountOverlay(const ParsedOptions& options, const fs::path& target, const 
 }
 
 }  // namespace
+
+std::vector<std::string> OverlayLowerDirs(const Mount& mount) {
+  std::vector<std::string> lowers;
+  if (mount.type != "overlay") return lowers;
+  for (const std::string& option : mount.options) AppendLowerDirs(option, &lowers);
+  return lowers;
+}
 
 void SetOverlayLegacyMountForTesting(bool force_legacy) { g_force_legacy_overlay = force_legacy; }
 

@@ -62,6 +62,10 @@ Status MountAt(const Mount& mount, const std::filesystem::path& target,
 // without "lowerdir+", and propagation options (MountAt does those).
 Result<UniqueFd> MountDetached(const Mount& mount);
 
+// The lower layers an overlay `mount` names, topmost first: its "lowerdir=A:B"
+// and "lowerdir+=C" options in order. Empty for any other type.
+std::vector<std::string> OverlayLowerDirs(const Mount& mount);
+
 // Tests use this to exercise the legacy mount(2) path for overlay, the one
 // taken on kernels without "lowerdir+" (before Linux 6.8).
 void SetOverlayLegacyMountForTesting(bool force_legacy);

@@ -8,7 +8,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -586,26 +585,18 @@ Status MakeEtcTargetsDir(const std::filesystem::path& dir) {
 }  // namespace
 
 Status AddEtcTargetsLayer(std::vector<Mount>* mounts, const std::filesystem::path& dir) {
-  if (mounts->size() != 1 || mounts->front().type != "overlay") return OkStatus();
-  std::vector<std::string>& options = mounts->front().options;
-  auto lowerdir = std::find_if(options.begin(), options.end(), [](const std::string& option) {
-    return option.starts_with("lowerdir=");
-  });
-  if (lowerdir == options.end()) return OkStatus();
-  std::vector<std::string> lowers;
-  for (std::string_view rest = std::string_view(*lowerdir).substr(9); !rest.empty();) {
-    size_t colon = rest.find(':');
-    lowers.emplace_back(rest.substr(0, colon));
-    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
-  }
-  if (lowers.size() + 1 > kMaxOverlayLowerLayers) return OkStatus();
+  if (mounts->size() != 1) return OkStatus();
+  std::vector<std::string> lowers = OverlayLowerDirs(mounts->front());
+  if (lowers.empty() || lowers.size() + 1 > kMaxOverlayLowerLayers) return OkStatus();
   if (dir.string().find_first_of(":,") != std::string::npos) {
     return InvalidArgumentError("etc targets layer " + dir.string() +
                                 ": contains ':' or ',', which overlay mount options can not hold");
   }
   if (!EtcMergesWithTargetsLayer(lowers)) return OkStatus();
   IMGTOOL_TRY(MakeEtcTargetsDir(dir).Wrap("etc targets layer"));
-  lowerdir->insert(9, dir.string() + ":");
+  // Before every other lower: the topmost.
+  std::vector<std::string>& options = mounts->front().options;
+  options.insert(options.begin(), "lowerdir+=" + dir.string());
   return OkStatus();
 }
 

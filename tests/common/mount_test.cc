@@ -40,6 +40,15 @@ TEST(MountTest, EmptyLowerPathIsRefused) {
   EXPECT_NE(status.error().message().find("empty path"), std::string::npos);
 }
 
+TEST(MountTest, OverlayLowerDirsInTheirStackingOrder) {
+  Mount overlay{"overlay",
+                "overlay",
+                {"lowerdir+=/top", "ro", "lowerdir=/a:/b", "upperdir=/u", "lowerdir+=/c"}};
+  EXPECT_EQ(OverlayLowerDirs(overlay), (std::vector<std::string>{"/top", "/a", "/b", "/c"}));
+  EXPECT_TRUE(OverlayLowerDirs(Mount{"bind", "/a", {"lowerdir=/x"}}).empty());
+  EXPECT_TRUE(OverlayLowerDirs(Mount{"overlay", "overlay", {"upperdir=/u"}}).empty());
+}
+
 TEST(MountTest, OverlayWithoutLowerIsRefused) {
   Status status = MountAt(Mount{"overlay", "overlay", {"upperdir=/u", "workdir=/w"}}, "/x");
   ASSERT_FALSE(status);

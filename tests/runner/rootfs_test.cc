@@ -175,8 +175,9 @@ TEST_F(EtcTargetsLayerTest, GoesOnTopOfAnImageWhoseEtcIsAPlainDirectoryOrMissing
   std::vector<Mount> mounts = Overlay(Path("top").string() + ":" + Path("base").string());
   fs::path layer = Path("etc-targets");
   ASSERT_TRUE(AddEtcTargetsLayer(&mounts, layer).has_value());
-  EXPECT_EQ(mounts[0].options[0],
-            "lowerdir=" + layer.string() + ":" + Path("top").string() + ":" + Path("base").string());
+  using Lowers = std::vector<std::string>;
+  EXPECT_EQ(OverlayLowerDirs(mounts[0]),
+            (Lowers{layer.string(), Path("top").string(), Path("base").string()}));
   for (const char* name : kEtcFiles) {
     struct stat st {};
     ASSERT_EQ(::stat((layer / name).c_str(), &st), 0) << name;
@@ -190,11 +191,11 @@ TEST_F(EtcTargetsLayerTest, GoesOnTopOfAnImageWhoseEtcIsAPlainDirectoryOrMissing
   // Made once: a second container stacks the same directory.
   std::vector<Mount> again = Overlay(Path("base").string());
   ASSERT_TRUE(AddEtcTargetsLayer(&again, layer).has_value());
-  EXPECT_EQ(again[0].options[0], "lowerdir=" + layer.string() + ":" + Path("base").string());
+  EXPECT_EQ(OverlayLowerDirs(again[0]), (Lowers{layer.string(), Path("base").string()}));
   // No etc anywhere (a scratch image): the layer provides it.
   std::vector<Mount> bare = Overlay(Path("top").string());
   ASSERT_TRUE(AddEtcTargetsLayer(&bare, layer).has_value());
-  EXPECT_EQ(bare[0].options[0], "lowerdir=" + layer.string() + ":" + Path("top").string());
+  EXPECT_EQ(OverlayLowerDirs(bare[0]), (Lowers{layer.string(), Path("top").string()}));
 }
 
 TEST_F(EtcTargetsLayerTest, LeftOutWhereItsEtcWouldHideOrChangeTheImages) {
@@ -207,14 +208,15 @@ TEST_F(EtcTargetsLayerTest, LeftOutWhereItsEtcWouldHideOrChangeTheImages) {
   ASSERT_EQ(::chmod(Path("base/etc").c_str(), 0755), 0);
   std::string lowers = Path("link").string() + ":" + Path("base").string();
   std::vector<Mount> mounts = Overlay(lowers);
+  const std::vector<Mount> unchanged = mounts;
   ASSERT_TRUE(AddEtcTargetsLayer(&mounts, layer).has_value());
-  EXPECT_EQ(mounts[0].options[0], "lowerdir=" + lowers);
+  EXPECT_EQ(mounts, unchanged);
   // An /etc with other attributes than the layer's.
   fs::create_directories(Path("odd/etc"));
   ASSERT_EQ(::chmod(Path("odd/etc").c_str(), 0750), 0);
   std::vector<Mount> odd = Overlay(Path("odd").string());
   ASSERT_TRUE(AddEtcTargetsLayer(&odd, layer).has_value());
-  EXPECT_EQ(odd[0].options[0], "lowerdir=" + Path("odd").string());
+  EXPECT_EQ(odd, Overlay(Path("odd").string()));
   // Not a lone overlay.
   std::vector<Mount> bind = {Mount{"bind", Path("base").string(), {"rbind", "rw"}}};
   ASSERT_TRUE(AddEtcTargetsLayer(&bind, layer).has_value());
@@ -224,7 +226,7 @@ TEST_F(EtcTargetsLayerTest, LeftOutWhereItsEtcWouldHideOrChangeTheImages) {
   for (size_t i = 1; i < kMaxOverlayLowerLayers; ++i) many += ":" + Path("base").string();
   std::vector<Mount> full = Overlay(many);
   ASSERT_TRUE(AddEtcTargetsLayer(&full, layer).has_value());
-  EXPECT_EQ(full[0].options[0], "lowerdir=" + many);
+  EXPECT_EQ(full, Overlay(many));
   EXPECT_FALSE(fs::exists(layer));  // never needed
 }
 
