@@ -93,22 +93,18 @@ Status CgroupV1::Create(const CgroupResources& resources) {
 
   created_ = true;
   for (const Hierarchy& h : hierarchies_) {
-    const bool cpuset = h.controllers.contains("cpuset");
     // The parent ("imgtool") exists but for the first container: one mkdir
     // in the common case.
-    if (::mkdir(h.dir.c_str(), 0755) != 0) {
-      if (errno != ENOENT) IMGTOOL_TRY(MakeCgroupDir(h.dir));  // the error, or EEXIST
+    if (::mkdir(h.dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (errno != ENOENT) return ErrnoError(StrCat("create cgroup ", h.dir.string()));
       IMGTOOL_TRY(MakeCgroupDir(h.parent_dir));
-      if (cpuset) {
-        IMGTOOL_TRY(InheritCpuset(h.mount, h.parent_dir).Wrap("cpuset " + h.parent_dir.string()));
-        // New children copy cpuset.cpus and cpuset.mems from the parent.
-        (void)WriteCgroupFile(h.parent_dir, "cgroup.clone_children", "1");
-      }
       IMGTOOL_TRY(MakeCgroupDir(h.dir));
     }
-    if (cpuset) {
-      // A parent made before clone_children was set (or by another tool)
-      // leaves them empty: copied here then, and clone_children set.
+    if (h.controllers.contains("cpuset")) {
+      // With cgroup.clone_children set on the parent the kernel copied the
+      // parent's cpuset.cpus and cpuset.mems in. A parent just made, made
+      // before that was set, or made by another tool leaves them empty (no
+      // task could join): copied here then, and clone_children set.
       IMGTOOL_ASSIGN_OR_RETURN(std::string cpus, ReadCgroupFile(h.dir, "cpuset.cpus"));
       IMGTOOL_ASSIGN_OR_RETURN(std::string mems, ReadCgroupFile(h.dir, "cpuset.mems"));
       if (cpus.find_first_not_of(" \n") == std::string::npos ||
