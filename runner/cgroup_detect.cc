@@ -102,7 +102,10 @@ Result<CgroupLayout> ChooseCgroupLayout(const std::vector<CgroupMount>& mounts,
   }
   bool v1_holds_managed = false;
   for (const auto& [controller, path] : layout.v1_mounts) {
-    if (IsManaged(controller) && controller != "cpuacct") v1_holds_managed = true;
+    // cpuacct and devices come along with v1 but limit nothing on their own.
+    if (IsManaged(controller) && controller != "cpuacct" && controller != "devices") {
+      v1_holds_managed = true;
+    }
   }
   if (v1_holds_managed) {
     layout.version = CgroupVersion::kV1;

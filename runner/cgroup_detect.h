@@ -30,7 +30,7 @@ Result<CgroupLayout> ChooseCgroupLayout(const std::vector<CgroupMount>& mounts,
 
 // The controllers imgtool manages; others (devices, freezer, ...) are left to
 // the parent's cgroup.
-inline constexpr std::string_view kManagedControllers[] = {"cpu", "cpuacct", "cpuset", "memory",
-                                                           "pids"};
+inline constexpr std::string_view kManagedControllers[] = {"cpu",    "cpuacct", "cpuset",
+                                                           "memory", "pids",    "devices"};
 
 }  // namespace imgtool::runner

@@ -32,6 +32,25 @@ Status WriteCgroupFile(const std::filesystem::path& dir, std::string_view file,
   return OkStatus();
 }
 
+Status WriteCgroupFileLines(const std::filesystem::path& dir, std::string_view file,
+                            const std::vector<std::string>& lines) {
+  std::filesystem::path path = dir / file;
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  if (!fd) return ErrnoError(StrCat("open ", path.string()));
+  for (const std::string& line : lines) {
+    std::string value = line + "\n";
+    ssize_t n;
+    do {
+      n = ::write(fd.get(), value.data(), value.size());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return ErrnoError(StrCat("write \"", line, "\" to ", path.string()));
+    if (static_cast<size_t>(n) != value.size()) {
+      return InternalError(StrCat("write \"", line, "\" to ", path.string(), ": short write"));
+    }
+  }
+  return OkStatus();
+}
+
 Result<std::string> ReadCgroupFile(const std::filesystem::path& dir, std::string_view file) {
   return ReadFileToString(dir / file, 1u << 20);
 }

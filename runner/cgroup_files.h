@@ -21,6 +21,10 @@ namespace imgtool::runner {
 // Writes `value` to <dir>/<file> in a single write(); never creates the file.
 Status WriteCgroupFile(const std::filesystem::path& dir, std::string_view file,
                        std::string_view value);
+// Writes each of `lines` (with a newline) to <dir>/<file>, one write() each
+// on one open file, as devices.allow takes one rule per write.
+Status WriteCgroupFileLines(const std::filesystem::path& dir, std::string_view file,
+                            const std::vector<std::string>& lines);
 Result<std::string> ReadCgroupFile(const std::filesystem::path& dir, std::string_view file);
 bool CgroupFileExists(const std::filesystem::path& dir, std::string_view file);
 

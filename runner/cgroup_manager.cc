@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "runner/cgroup_detect.h"
 #include "runner/cgroup_files.h"
+#include "runner/cgroup_devices.h"
 #include "runner/cgroup_v1.h"
 #include "runner/cgroup_v2.h"
 
@@ -61,7 +62,8 @@ Result<std::unique_ptr<CgroupManager>> NewCgroupManager(const std::string& conta
   if (layout.version == CgroupVersion::kV2) {
     if (layout.unified_root.empty()) return InvalidArgumentError("cgroup v2 layout without a root");
     return std::unique_ptr<CgroupManager>(std::make_unique<CgroupV2>(
-        layout.unified_root, layout.parent, container_id, layout.unified_controllers));
+        layout.unified_root, layout.parent, container_id, layout.unified_controllers,
+        layout.attach_device_filter ? layout.attach_device_filter : AttachDeviceFilter));
   }
   return std::unique_ptr<CgroupManager>(
       std::make_unique<CgroupV1>(layout.v1_mounts, layout.parent, container_id));

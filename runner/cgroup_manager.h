@@ -31,6 +31,9 @@ struct CgroupResources {
   std::optional<uint64_t> cpu_shares;        // --cpu-shares, v1 scale 2..262144
   std::optional<std::string> cpuset_cpus;    // --cpuset-cpus, e.g. "0-1,3"
   std::optional<int64_t> pids_limit;         // --pids-limit; <= 0 = unlimited
+  // --privileged: every device node may be used. Otherwise only docker's
+  // default list (cgroup_devices.h): devices.allow on v1, a BPF program on v2.
+  bool all_devices = false;
 
   bool empty() const {
     return !memory_bytes && !memory_swap_bytes && !cpus && !cpu_shares && !cpuset_cpus &&
@@ -55,6 +58,9 @@ struct CgroupLayout {
   std::map<std::string, std::filesystem::path> v1_mounts;
   // Relative dir under each root that holds imgtool's cgroups: <root>/<parent>/<id>.
   std::string parent = "imgtool";
+  // v2: attaches the device filter to a new cgroup's dir (AttachDeviceFilter);
+  // tests of a fake tree, which no BPF program attaches to, record the call.
+  std::function<Status(int dir_fd)> attach_device_filter;
 };
 
 class CgroupManager {  // one per container

@@ -9,6 +9,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "runner/cgroup_detect.h"
+#include "runner/cgroup_devices.h"
 #include "runner/cgroup_files.h"
 
 namespace imgtool::runner {
@@ -90,6 +91,10 @@ Status CgroupV1::Create(const CgroupResources& resources) {
   if (hierarchies_.empty()) {
     return FailedPreconditionError("no cgroup v1 hierarchy holds memory, cpu, cpuset or pids");
   }
+  if (!resources.all_devices && Find("devices") == nullptr) {
+    LogWarning("the cgroup v1 devices controller is not mounted: the container may use any "
+               "device node it can make");
+  }
 
   created_ = true;
   for (const Hierarchy& h : hierarchies_) {
@@ -116,11 +121,23 @@ Status CgroupV1::Create(const CgroupResources& resources) {
     }
   }
   Status limits = WriteLimits(resources);
+  if (limits && !resources.all_devices) limits = RestrictDevices();
   if (!limits) {
     (void)Destroy();
     return limits;
   }
   return OkStatus();
+}
+
+Status CgroupV1::RestrictDevices() {
+  const Hierarchy* devices = Find("devices");
+  if (devices == nullptr) return OkStatus();
+  // A new devices cgroup starts with its parent's list (all, for imgtool's
+  // parent): everything denied first, then docker's list allowed.
+  IMGTOOL_TRY(WriteCgroupFile(devices->dir, "devices.deny", "a"));
+  std::vector<std::string> rules;
+  for (const DeviceRule& rule : DefaultDeviceRules()) rules.push_back(DeviceRuleText(rule));
+  return WriteCgroupFileLines(devices->dir, "devices.allow", rules);
 }
 
 Status CgroupV1::WriteLimits(const CgroupResources& r) {

@@ -1,5 +1,6 @@
 // The cgroup v1 manager: one dir <mount>/<parent>/<id> in each hierarchy that
-// holds a controller imgtool manages (memory, cpu, cpuacct, cpuset, pids).
+// holds a controller imgtool manages (memory, cpu, cpuacct, cpuset, pids,
+// devices).
 // Also used on hybrid machines, whose cgroup2 mount holds none of them.
 #pragma once
 
@@ -44,6 +45,8 @@ class CgroupV1 : public CgroupManager {
   // The hierarchy whose cgroup.procs lists the container's processes.
   const Hierarchy* Primary() const;
   Status WriteLimits(const CgroupResources& resources);
+  // devices.deny and devices.allow: docker's default list (cgroup_devices.h).
+  Status RestrictDevices();
 
   // Writes pids.max for a limit of `limit` container processes.
   Status WritePidsMax(int64_t limit, int64_t extra);

@@ -26,11 +26,13 @@ std::set<std::string> SplitWords(std::string_view text) {
 }  // namespace
 
 CgroupV2::CgroupV2(std::filesystem::path root, const std::string& parent, const std::string& id,
-                   std::set<std::string> available)
+                   std::set<std::string> available,
+                   std::function<Status(int dir_fd)> attach_device_filter)
     : root_(std::move(root)),
       parent_dir_(root_ / parent),
       dir_(parent_dir_ / id),
-      available_(std::move(available)) {}
+      available_(std::move(available)),
+      attach_device_filter_(std::move(attach_device_filter)) {}
 
 // Enables in `dir`'s subtree_control the managed controllers it lacks, in one
 // write, so that its children get the interface files.
@@ -73,6 +75,12 @@ Status CgroupV2::Create(const CgroupResources& resources) {
   IMGTOOL_TRY(EnableControllers(parent_dir_));
   IMGTOOL_TRY(MakeCgroupDir(dir_));
   Status limits = WriteLimits(resources);
+  if (limits && !resources.all_devices) {
+    // Before any process is in it: no window with every device open.
+    UniqueFd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    limits = dir ? attach_device_filter_(dir.get()) : ErrnoError(StrCat("open cgroup ", dir_.string()));
+    if (!limits) limits = std::move(limits).error().Wrap("cgroup " + dir_.string());
+  }
   if (!limits) {
     (void)RemoveCgroupDir(dir_, 0);
     return limits;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -13,8 +14,10 @@ namespace imgtool::runner {
 class CgroupV2 : public CgroupManager {
  public:
   // `available`: the controllers of <root>/cgroup.controllers.
+  // `attach_device_filter`: AttachDeviceFilter, or a stand-in for a fake tree.
   CgroupV2(std::filesystem::path root, const std::string& parent, const std::string& id,
-           std::set<std::string> available);
+           std::set<std::string> available,
+           std::function<Status(int dir_fd)> attach_device_filter);
 
   Status Create(const CgroupResources& resources) override;
   Result<UniqueFd> DirFdForCloneIntoCgroup() override;
@@ -33,6 +36,7 @@ class CgroupV2 : public CgroupManager {
   std::filesystem::path parent_dir_;
   std::filesystem::path dir_;
   std::set<std::string> available_;
+  std::function<Status(int dir_fd)> attach_device_filter_;
 };
 
 }  // namespace imgtool::runner

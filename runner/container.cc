@@ -386,8 +386,11 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   UniqueFd cgroup_fd;
   UniqueFd premade_netns;
   if (spec.own_cgroup) {
-    if (!early) early = EarlyStart::Begin(spec.id, spec.resources, false);
-    if (early->id_ != spec.id || early->resources_ != spec.resources) {
+    // Device nodes are limited to docker's list unless --privileged.
+    CgroupResources resources = spec.resources;
+    resources.all_devices = spec.security.privileged;
+    if (!early) early = EarlyStart::Begin(spec.id, resources, false);
+    if (early->id_ != spec.id || early->resources_ != resources) {
       return InvalidArgumentError("container " + spec.id +
                                   ": the early cgroup was made for another container or limits");
     }

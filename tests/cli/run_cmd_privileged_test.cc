@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <termios.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 
 #include "common/digest.h"
 #include "common/file_util.h"
+#include "common/temp_dir.h"
 #include "runner/network.h"
 #include "tests/cli/cli_fixture.h"
 #include "tests/runner/runner_test_util.h"
@@ -317,6 +320,27 @@ TEST_F(RunTest, MaskedAndReadOnlyPaths) {
 
 TEST_F(RunTest, PrivilegedMayMount) {
   EXPECT_EQ(Probe({"probe", "mount-tmpfs", "/tmp"}, {"--privileged"}), "mount=ok\n");
+}
+
+TEST_F(RunTest, DeviceNodesAreLimitedToDockersListUnlessPrivileged) {
+  // CAP_MKNOD is in docker's default set: any node may be made, but only
+  // null, zero, full, random, urandom, tty, console, ptmx, the ptys and tun
+  // opened. /dev/fuse (10:229), which opens without any capability, stands
+  // for the rest; the host must be able to open it.
+  {
+    auto tmp = TempDir::Create("fuse-probe-");
+    ASSERT_TRUE(tmp);
+    std::filesystem::path node = tmp->path() / "fuse";
+    ASSERT_EQ(::mknod(node.c_str(), S_IFCHR | 0600, makedev(10, 229)), 0);
+    int fd = ::open(node.c_str(), O_RDONLY | O_NONBLOCK);
+    if (fd < 0) GTEST_SKIP() << "this host has no /dev/fuse to open";
+    ::close(fd);
+  }
+  const std::vector<std::string> args = {"probe", "open", "/dev/null", "+", "mknod", "/dev/fuse2",
+                                         "c", "10", "229", "+", "open", "/dev/fuse2", "+", "mknod",
+                                         "/tmp/disk", "b", "7", "0"};
+  EXPECT_EQ(Probe(args), "open=ok\nmknod=ok\nopen=EPERM\nmknod=ok\n");
+  EXPECT_EQ(Probe(args, {"--privileged"}), "open=ok\nmknod=ok\nopen=ok\nmknod=ok\n");
 }
 
 TEST_F(RunTest, SeccompBlocksKeyctlUnlessUnconfined) {

@@ -37,6 +37,20 @@ class CgroupV2Test : public ::testing::Test {
     layout_.version = CgroupVersion::kV2;
     layout_.unified_root = root_;
     layout_.unified_controllers = {"cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma"};
+    // No BPF program attaches to a fake tree: the attachments are recorded
+    // (the real one is tested in cgroup_devices_privileged_test.cc).
+    layout_.attach_device_filter = [this](int dir_fd) -> Status {
+      struct stat st;
+      if (fstat(dir_fd, &st) != 0) return ErrnoError("fstat");
+      filtered_inodes_.push_back(st.st_ino);
+      return filter_result_;
+    };
+  }
+
+  ino_t InodeOf(const std::string& relative) {
+    struct stat st{};
+    EXPECT_EQ(stat((root_ / relative).c_str(), &st), 0);
+    return st.st_ino;
   }
 
   std::string Read(const std::string& relative) {
@@ -48,7 +62,35 @@ class CgroupV2Test : public ::testing::Test {
   std::unique_ptr<TempDir> tmp_;
   std::filesystem::path root_;
   CgroupLayout layout_;
+  std::vector<ino_t> filtered_inodes_;
+  Status filter_result_;
 };
+
+TEST_F(CgroupV2Test, CreateAttachesTheDeviceFilterToTheNewCgroup) {
+  auto manager = NewCgroupManager("c1", layout_);
+  ASSERT_TRUE(manager);
+  ASSERT_TRUE((*manager)->Create({}));
+  EXPECT_EQ(filtered_inodes_, std::vector<ino_t>{InodeOf("imgtool/c1")});
+}
+
+TEST_F(CgroupV2Test, AllDevicesAttachesNoFilter) {
+  auto manager = NewCgroupManager("c1", layout_);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.all_devices = true;  // --privileged
+  ASSERT_TRUE((*manager)->Create(r));
+  EXPECT_TRUE(filtered_inodes_.empty());
+}
+
+TEST_F(CgroupV2Test, AFilterThatFailsToAttachFailsCreate) {
+  filter_result_ = PermissionDeniedError("no BPF here");
+  auto manager = NewCgroupManager("c1", layout_);
+  ASSERT_TRUE(manager);
+  auto status = (*manager)->Create({});
+  ASSERT_FALSE(status) << "a container must not run with every device open";
+  EXPECT_NE(status.error().ToString().find("no BPF here"), std::string::npos)
+      << status.error().ToString();
+}
 
 TEST_F(CgroupV2Test, CreateWritesEveryLimit) {
   auto manager = NewCgroupManager("c1", layout_);

@@ -21,6 +21,7 @@
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -209,6 +210,16 @@ static int RunOne(int argc, char** argv) {
       }
       close(fd);
     }
+  } else if (strcmp(cmd, "mknod") == 0 && argc > 4) {
+    // mknod PATH c|b MAJOR MINOR
+    mode_t type = argv[2][0] == 'b' ? S_IFBLK : S_IFCHR;
+    dev_t dev = makedev((unsigned)atoi(argv[3]), (unsigned)atoi(argv[4]));
+    printf("mknod=%s\n", ErrnoName(mknod(argv[1], type | 0600, dev) == 0 ? 0 : errno));
+  } else if (strcmp(cmd, "open") == 0 && argc > 1) {
+    // Opens without reading: a device node's open is what device access checks.
+    int fd = open(argv[1], O_RDONLY | O_NONBLOCK);
+    printf("open=%s\n", ErrnoName(fd >= 0 ? 0 : errno));
+    if (fd >= 0) close(fd);
   } else if (strcmp(cmd, "exists") == 0 && argc > 1) {
     struct stat st;
     printf("exists=%d\n", lstat(argv[1], &st) == 0 ? 1 : 0);
