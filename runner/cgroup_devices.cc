@@ -31,17 +31,16 @@ enum : uint8_t { kR0 = 0, kCtx = 1, kAccess = 2, kType = 3, kMajor = 4, kMinor =
 
 const std::vector<DeviceRule>& DefaultDeviceRules() {
   static const std::vector<DeviceRule> kRules = {
-      {'c', -1, -1, kDeviceMknod},  {'b', -1, -1, kDeviceMknod},
-      {'c', 1, 3, kAllAccess},      // null
-      {'c', 1, 5, kAllAccess},      // zero
-      {'c', 1, 7, kAllAccess},      // full
-      {'c', 1, 8, kAllAccess},      // random
-      {'c', 1, 9, kAllAccess},      // urandom
-      {'c', 5, 0, kAllAccess},      // tty
-      {'c', 5, 1, kAllAccess},      // console
-      {'c', 5, 2, kAllAccess},      // ptmx
-      {'c', 136, -1, kAllAccess},   // pts/*
-      {'c', 10, 200, kAllAccess},   // net/tun
+      {'c', -1, -1, kDeviceMknod}, {'b', -1, -1, kDeviceMknod}, {'c', 1, 3, kAllAccess},  // null
+      {'c', 1, 5, kAllAccess},                                                            // zero
+      {'c', 1, 7, kAllAccess},                                                            // full
+      {'c', 1, 8, kAllAccess},                                                            // random
+      {'c', 1, 9, kAllAccess},                                                            // urandom
+      {'c', 5, 0, kAllAccess},                                                            // tty
+      {'c', 5, 1, kAllAccess},                                                            // console
+      {'c', 5, 2, kAllAccess},                                                            // ptmx
+      {'c', 136, -1, kAllAccess},                                                         // pts/*
+      {'c', 10, 200, kAllAccess},                                                         // net/tun
   };
   return kRules;
 }
@@ -63,8 +62,8 @@ std::string DeviceRuleText(const DeviceRule& rule) {
 std::vector<bpf_insn> DeviceFilterProgram(const std::vector<DeviceRule>& rules) {
   std::vector<bpf_insn> program;
   // access_type is (access << 16) | type; major and minor follow it.
-  program.push_back(Insn(BPF_LDX | BPF_MEM | BPF_W, kAccess, kCtx,
-                         offsetof(bpf_cgroup_dev_ctx, access_type), 0));
+  program.push_back(
+      Insn(BPF_LDX | BPF_MEM | BPF_W, kAccess, kCtx, offsetof(bpf_cgroup_dev_ctx, access_type), 0));
   program.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, kType, kAccess, 0, 0));
   program.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, kType, 0, 0, 0xffff));
   program.push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, kAccess, 0, 0, 16));

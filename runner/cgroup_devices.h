@@ -21,9 +21,9 @@
 namespace imgtool::runner {
 
 struct DeviceRule {
-  char type;      // 'c' char, 'b' block, 'a' both
-  int64_t major;  // -1: any
-  int64_t minor;  // -1: any
+  char type;        // 'c' char, 'b' block, 'a' both
+  int64_t major;    // -1: any
+  int64_t minor;    // -1: any
   unsigned access;  // kDeviceRead | kDeviceWrite | kDeviceMknod
 };
 

@@ -92,8 +92,9 @@ Status CgroupV1::Create(const CgroupResources& resources) {
     return FailedPreconditionError("no cgroup v1 hierarchy holds memory, cpu, cpuset or pids");
   }
   if (!resources.all_devices && Find("devices") == nullptr) {
-    LogWarning("the cgroup v1 devices controller is not mounted: the container may use any "
-               "device node it can make");
+    LogWarning(
+        "the cgroup v1 devices controller is not mounted: the container may use any "
+        "device node it can make");
   }
 
   created_ = true;
@@ -195,8 +196,7 @@ Status CgroupV1::AddProcess(pid_t pid) {
 
 Status CgroupV1::EnterWithThisThread() {
   if (!left_dirs_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
-  IMGTOOL_ASSIGN_OR_RETURN(std::string own,
-                           ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
+  IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
   std::vector<std::filesystem::path> from;
   for (const Hierarchy& h : hierarchies_) {
     std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);

@@ -78,7 +78,8 @@ Status CgroupV2::Create(const CgroupResources& resources) {
   if (limits && !resources.all_devices) {
     // Before any process is in it: no window with every device open.
     UniqueFd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    limits = dir ? attach_device_filter_(dir.get()) : ErrnoError(StrCat("open cgroup ", dir_.string()));
+    limits =
+        dir ? attach_device_filter_(dir.get()) : ErrnoError(StrCat("open cgroup ", dir_.string()));
     if (!limits) limits = std::move(limits).error().Wrap("cgroup " + dir_.string());
   }
   if (!limits) {

@@ -13,8 +13,8 @@ namespace {
 
 // Runs `program` on one access; nullopt for an instruction it does not know
 // or a run that falls off the end.
-std::optional<uint64_t> Execute(const std::vector<bpf_insn>& program, uint32_t type, uint32_t access,
-                            uint32_t major, uint32_t minor) {
+std::optional<uint64_t> Execute(const std::vector<bpf_insn>& program, uint32_t type,
+                                uint32_t access, uint32_t major, uint32_t minor) {
   bpf_cgroup_dev_ctx ctx{};
   ctx.access_type = (access << 16) | type;
   ctx.major = major;
@@ -26,21 +26,32 @@ std::optional<uint64_t> Execute(const std::vector<bpf_insn>& program, uint32_t t
     uint64_t& dst = r[insn.dst_reg];
     switch (insn.code) {
       case BPF_LDX | BPF_MEM | BPF_W: {
-        if (insn.src_reg != 1 || insn.off < 0 || insn.off + 4 > int{sizeof ctx}) return std::nullopt;
+        if (insn.src_reg != 1 || insn.off < 0 || insn.off + 4 > int{sizeof ctx})
+          return std::nullopt;
         uint32_t value;
         std::memcpy(&value, reinterpret_cast<const char*>(&ctx) + insn.off, 4);
         dst = value;
         break;
       }
-      case BPF_ALU64 | BPF_MOV | BPF_X: dst = r[insn.src_reg]; break;
-      case BPF_ALU64 | BPF_MOV | BPF_K: dst = static_cast<uint64_t>(int64_t{insn.imm}); break;
-      case BPF_ALU64 | BPF_AND | BPF_K: dst &= static_cast<uint64_t>(int64_t{insn.imm}); break;
-      case BPF_ALU64 | BPF_RSH | BPF_K: dst >>= insn.imm; break;
+      case BPF_ALU64 | BPF_MOV | BPF_X:
+        dst = r[insn.src_reg];
+        break;
+      case BPF_ALU64 | BPF_MOV | BPF_K:
+        dst = static_cast<uint64_t>(int64_t{insn.imm});
+        break;
+      case BPF_ALU64 | BPF_AND | BPF_K:
+        dst &= static_cast<uint64_t>(int64_t{insn.imm});
+        break;
+      case BPF_ALU64 | BPF_RSH | BPF_K:
+        dst >>= insn.imm;
+        break;
       case BPF_JMP | BPF_JNE | BPF_K:
         if (dst != static_cast<uint64_t>(int64_t{insn.imm})) pc += insn.off;
         break;
-      case BPF_JMP | BPF_EXIT: return r[0];
-      default: return std::nullopt;
+      case BPF_JMP | BPF_EXIT:
+        return r[0];
+      default:
+        return std::nullopt;
     }
   }
   return std::nullopt;
@@ -55,10 +66,10 @@ constexpr uint32_t kMknod = BPF_DEVCG_ACC_MKNOD;
 TEST(CgroupDevicesTest, DefaultRulesAreDockers) {
   std::vector<std::string> texts;
   for (const DeviceRule& rule : DefaultDeviceRules()) texts.push_back(DeviceRuleText(rule));
-  EXPECT_EQ(texts, (std::vector<std::string>{"c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm",
-                                             "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
-                                             "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
-                                             "c 10:200 rwm"}));
+  EXPECT_EQ(texts,
+            (std::vector<std::string>{"c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm",
+                                      "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
+                                      "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm"}));
 }
 
 TEST(CgroupDevicesTest, ProgramAllowsTheListAndNothingElse) {
@@ -69,8 +80,15 @@ TEST(CgroupDevicesTest, ProgramAllowsTheListAndNothingElse) {
     return result.value_or(0) == 1;
   };
   // The listed nodes, opened any way.
-  for (auto [major, minor] : {std::pair{1u, 3u}, {1u, 5u}, {1u, 7u}, {1u, 8u}, {1u, 9u},
-                              {5u, 0u}, {5u, 1u}, {5u, 2u}, {10u, 200u}}) {
+  for (auto [major, minor] : {std::pair{1u, 3u},
+                              {1u, 5u},
+                              {1u, 7u},
+                              {1u, 8u},
+                              {1u, 9u},
+                              {5u, 0u},
+                              {5u, 1u},
+                              {5u, 2u},
+                              {10u, 200u}}) {
     EXPECT_TRUE(allowed(kChar, kRead | kWrite, major, minor)) << major << ":" << minor;
     EXPECT_TRUE(allowed(kChar, kRead, major, minor)) << major << ":" << minor;
   }
@@ -79,13 +97,13 @@ TEST(CgroupDevicesTest, ProgramAllowsTheListAndNothingElse) {
   // Any node may be made, block ones too; not opened.
   EXPECT_TRUE(allowed(kBlock, kMknod, 8, 0));
   EXPECT_TRUE(allowed(kChar, kMknod, 1, 1));
-  EXPECT_FALSE(allowed(kBlock, kRead, 8, 0));       // a disk
+  EXPECT_FALSE(allowed(kBlock, kRead, 8, 0));  // a disk
   EXPECT_FALSE(allowed(kBlock, kMknod | kRead, 8, 0));
-  EXPECT_FALSE(allowed(kChar, kRead, 1, 1));        // /dev/mem
+  EXPECT_FALSE(allowed(kChar, kRead, 1, 1));            // /dev/mem
   EXPECT_FALSE(allowed(kChar, kRead | kWrite, 1, 11));  // /dev/kmsg
-  EXPECT_FALSE(allowed(kChar, kRead, 4, 0));        // tty0
-  EXPECT_FALSE(allowed(kChar, kRead, 10, 201));     // the minor counts
-  EXPECT_FALSE(allowed(kBlock, kRead, 1, 3));       // a block 1:3 is not null
+  EXPECT_FALSE(allowed(kChar, kRead, 4, 0));            // tty0
+  EXPECT_FALSE(allowed(kChar, kRead, 10, 201));         // the minor counts
+  EXPECT_FALSE(allowed(kBlock, kRead, 1, 3));           // a block 1:3 is not null
 }
 
 TEST(CgroupDevicesTest, RuleForEveryTypeAndPartialAccess) {
