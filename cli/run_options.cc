@@ -4,8 +4,10 @@
 #include <string.h>
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 
 #include "runner/network.h"
 #include "runner/rootfs.h"
@@ -26,6 +28,42 @@ std::optional<T> ParseNumber(std::string_view text) {
   T value{};
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// A decimal number as std::from_chars reads one ("2", "1.5", ".5", "1e3",
+// "-0.5"), through strtod: libstdc++'s from_chars for double is the one
+// function imgtool would load libm for (its rounding-mode calls), at every
+// start.
+std::optional<double> ParseDecimal(std::string_view text) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t i = 0;
+  if (i < text.size() && text[i] == '-') ++i;
+  size_t digits = 0;
+  bool dot = false;
+  for (; i < text.size(); ++i) {
+    if (digit(text[i])) {
+      ++digits;
+    } else if (text[i] == '.' && !dot) {
+      dot = true;
+    } else {
+      break;
+    }
+  }
+  if (digits == 0) return std::nullopt;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    size_t exponent_digits = 0;
+    for (; i < text.size() && digit(text[i]); ++i) ++exponent_digits;
+    if (exponent_digits == 0) return std::nullopt;
+  }
+  if (i != text.size()) return std::nullopt;
+  std::string copy(text);
+  char* end = nullptr;
+  errno = 0;
+  double value = std::strtod(copy.c_str(), &end);
+  if (end != copy.c_str() + copy.size() || errno == ERANGE) return std::nullopt;
   return value;
 }
 
@@ -111,7 +149,7 @@ Result<int64_t> ParseByteSize(std::string_view text) {
     if (unit != 0) digits.remove_suffix(1);
     if (unit == 0) unit = 1;
   }
-  std::optional<double> number = ParseNumber<double>(digits);
+  std::optional<double> number = ParseDecimal(digits);
   if (!number || !std::isfinite(*number) || *number <= 0 ||
       *number * static_cast<double>(unit) > 9.0e18) {
     return InvalidArgumentError("invalid size \"" + std::string(text) +
@@ -361,7 +399,7 @@ Result<runner::CgroupResources> ParseResourceFlags(const RunFlags& flags) {
     }
   }
   if (!flags.cpus.empty()) {
-    std::optional<double> cpus = ParseNumber<double>(flags.cpus);
+    std::optional<double> cpus = ParseDecimal(flags.cpus);
     if (!cpus || !std::isfinite(*cpus) || *cpus <= 0) {
       return InvalidArgumentError("--cpus \"" + flags.cpus + "\": want a positive number");
     }

@@ -21,7 +21,14 @@ TEST(RunOptionsTest, ByteSizes) {
   EXPECT_EQ(ParseByteSize("100b").value(), 100);
   EXPECT_EQ(ParseByteSize("1048576").value(), 1048576);
   EXPECT_EQ(ParseByteSize("1.5m").value(), 3 << 19);
-  for (const char* bad : {"", "m", "-1m", "0", "12x", "1e400", "abc"}) {
+  EXPECT_EQ(ParseByteSize(".5k").value(), 512);
+  EXPECT_EQ(ParseByteSize("2.k").value(), 2048);
+  EXPECT_EQ(ParseByteSize("1e3").value(), 1000);
+  EXPECT_EQ(ParseByteSize("1E+1k").value(), 10 << 10);
+  // Only what std::from_chars reads as a decimal number: no sign, spaces,
+  // hex, inf or nan, which strtod alone would take.
+  for (const char* bad : {"", "m", "-1m", "0", "12x", "1e400", "abc", " 1m", "+1m", "0x10", "inf",
+                          "nan", "1.2.3", "1e", "1e+", ".", "-", "1e-400"}) {
     EXPECT_FALSE(ParseByteSize(bad).has_value()) << bad;
   }
 }
@@ -243,6 +250,9 @@ TEST(RunOptionsTest, ContainerSpecRefusesBadFlags) {
     f.memory_swap = "512m";
   }));
   EXPECT_TRUE(fails([](RunFlags& f) { f.cpus = "-1"; }));
+  EXPECT_TRUE(fails([](RunFlags& f) { f.cpus = "0x1"; }));
+  EXPECT_TRUE(fails([](RunFlags& f) { f.cpus = " 1"; }));
+  EXPECT_TRUE(fails([](RunFlags& f) { f.cpus = "infinity"; }));
   EXPECT_TRUE(fails([](RunFlags& f) { f.cpu_shares = 1; }));
   EXPECT_TRUE(fails([](RunFlags& f) { f.network = "weird"; }));
   EXPECT_TRUE(fails([](RunFlags& f) {

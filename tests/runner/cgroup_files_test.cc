@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 namespace imgtool::runner {
 namespace {
 
@@ -20,6 +22,27 @@ TEST(CgroupFilesTest, SharesToWeightMatchesCrunMapping) {
     EXPECT_LE(weight, 10000u);
     previous = weight;
   }
+}
+
+// The mapping is computed without libm (imgtool loads none); it must agree
+// with libm's log2 and pow for every valid value.
+TEST(CgroupFilesTest, SharesToWeightAgreesWithLibmEverywhere) {
+  for (uint64_t shares = 3; shares < 262144; ++shares) {
+    double l = std::log2(static_cast<double>(shares));
+    double exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    auto expected = static_cast<uint64_t>(std::ceil(std::pow(10.0, exponent) - 1e-6));
+    ASSERT_EQ(CpuSharesToWeight(shares), expected) << shares;
+  }
+}
+
+TEST(CgroupFilesTest, CpusToQuotaRoundsLikeLlround) {
+  for (int i = 1; i < 200000; ++i) {
+    double cpus = i * 0.00037;
+    ASSERT_EQ(CpusToQuota(cpus).quota_us, std::max<int64_t>(1000, std::llround(cpus * 100000)))
+        << cpus;
+  }
+  EXPECT_EQ(CpusToQuota(1.000005).quota_us, 100001);
+  EXPECT_EQ(CpusToQuota(1.5).quota_us, 150000);
 }
 
 TEST(CgroupFilesTest, CpusToQuota) {
