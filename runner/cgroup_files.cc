@@ -16,40 +16,41 @@
 
 namespace imgtool::runner {
 
-Status WriteCgroupFile(const std::filesystem::path& dir, std::string_view file,
-                       std::string_view value) {
-  std::filesystem::path path = dir / file;
-  // O_TRUNC is a no-op on cgroupfs and keeps fake trees in tests exact.
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
-  if (!fd) return ErrnoError(StrCat("open ", path.string()));
-  ssize_t n;
-  do {
-    n = ::write(fd.get(), value.data(), value.size());
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return ErrnoError(StrCat("write \"", value, "\" to ", path.string()));
-  if (static_cast<size_t>(n) != value.size()) {
-    return InternalError(StrCat("write \"", value, "\" to ", path.string(), ": short write"));
-  }
-  return OkStatus();
-}
+namespace {
 
-Status WriteCgroupFileLines(const std::filesystem::path& dir, std::string_view file,
-                            const std::vector<std::string>& lines) {
+// Opens <dir>/<file> once and writes each value with a write() of its own
+// (the kernel parses every write on its own). O_TRUNC is a no-op on
+// cgroupfs and keeps fake trees in tests exact.
+Status WriteEach(const std::filesystem::path& dir, std::string_view file,
+                 const std::vector<std::string_view>& values) {
   std::filesystem::path path = dir / file;
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
   if (!fd) return ErrnoError(StrCat("open ", path.string()));
-  for (const std::string& line : lines) {
-    std::string value = line + "\n";
+  for (std::string_view value : values) {
     ssize_t n;
     do {
       n = ::write(fd.get(), value.data(), value.size());
     } while (n < 0 && errno == EINTR);
-    if (n < 0) return ErrnoError(StrCat("write \"", line, "\" to ", path.string()));
+    if (n < 0) return ErrnoError(StrCat("write \"", value, "\" to ", path.string()));
     if (static_cast<size_t>(n) != value.size()) {
-      return InternalError(StrCat("write \"", line, "\" to ", path.string(), ": short write"));
+      return InternalError(StrCat("write \"", value, "\" to ", path.string(), ": short write"));
     }
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status WriteCgroupFile(const std::filesystem::path& dir, std::string_view file,
+                       std::string_view value) {
+  return WriteEach(dir, file, {value});
+}
+
+Status WriteCgroupFileLines(const std::filesystem::path& dir, std::string_view file,
+                            const std::vector<std::string>& lines) {
+  std::vector<std::string> with_newlines;
+  for (const std::string& line : lines) with_newlines.push_back(line + "\n");
+  return WriteEach(dir, file, {with_newlines.begin(), with_newlines.end()});
 }
 
 Result<std::string> ReadCgroupFile(const std::filesystem::path& dir, std::string_view file) {
