@@ -21,6 +21,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "runner/caps.h"
+#include "runner/cgroup_detect.h"
 #include "runner/init.h"
 #include "runner/namespaces.h"
 #include "runner/process_exec.h"
@@ -32,6 +33,33 @@
 namespace imgtool::runner {
 
 namespace {
+
+// The v1 hierarchies in which the container has a cgroup of its own (those
+// holding a controller imgtool manages), as the container sees them
+// (rootfs.h): one per mount point, named as on the host. The others would
+// show the host's whole tree (the cgroup namespace is rooted where the
+// container's process was, the host's root there), so they are left out.
+std::vector<CgroupV1View> CgroupV1Views(const CgroupLayout& layout) {
+  std::map<std::filesystem::path, std::vector<std::string>> by_mount;
+  for (const auto& [controller, mount] : layout.v1_mounts) by_mount[mount].push_back(controller);
+  std::vector<CgroupV1View> views;
+  for (const auto& [mount, controllers] : by_mount) {
+    bool managed = false;
+    for (const std::string& controller : controllers) {
+      for (std::string_view known : kManagedControllers) managed = managed || controller == known;
+    }
+    if (!managed) continue;
+    CgroupV1View view;
+    view.name = mount.filename().string();
+    for (const std::string& controller : controllers) {
+      if (!view.controllers.empty()) view.controllers += ',';
+      view.controllers += controller;
+      if (controller != view.name) view.aliases.push_back(controller);
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
+}
 
 namespace fs = std::filesystem;
 
@@ -383,6 +411,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   IMGTOOL_ASSIGN_OR_RETURN(UserSpec user_spec, ParseUserSpec(spec.process.user));
 
   bool mount_cgroup2 = false;
+  std::vector<CgroupV1View> cgroup_v1;
   UniqueFd cgroup_fd;
   UniqueFd premade_netns;
   if (spec.own_cgroup) {
@@ -399,6 +428,9 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
     // so that the overlay mount and the plans below are made meanwhile.
     IMGTOOL_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
     mount_cgroup2 = layout.version == CgroupVersion::kV2;
+    // A user namespace may not mount v1 hierarchies: /sys/fs/cgroup stays
+    // sysfs's empty dir there.
+    if (layout.version == CgroupVersion::kV1 && !userns) cgroup_v1 = CgroupV1Views(layout);
   }
   if (spec.network.mode == NetworkMode::kBridge) {
     NetworkSpec network_spec = spec.network;
@@ -413,6 +445,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   rootfs_options.new_netns = own_netns;
   rootfs_options.user_namespace = userns;
   rootfs_options.mount_cgroup2 = mount_cgroup2;
+  rootfs_options.cgroup_v1 = std::move(cgroup_v1);
   rootfs_options.volumes = spec.volumes;
   rootfs_options.tmpfs = spec.tmpfs;
   rootfs_options.cwd = spec.process.cwd;

@@ -292,6 +292,14 @@ ChildStatus RunReadOnly(int root_fd, const RootfsOp& op, DirCache* cache) noexce
   return ChildStatus();
 }
 
+ChildStatus RunSeal(int root_fd, const RootfsOp& op) noexcept {
+  UniqueFd target(OpenInRoot(root_fd, op.target.c_str(), O_PATH));
+  if (!target || SetReadOnly(target.get(), false) != 0) {
+    return Fail(errno, "make read-only", op.target.c_str());
+  }
+  return ChildStatus();
+}
+
 ChildStatus RunDevice(int root_fd, const RootfsOp& op, bool by_bind, DirCache* cache) noexcept {
   char parent[kPathBuffer];
   const char* name = nullptr;
@@ -350,6 +358,8 @@ ChildStatus RunOp(int root_fd, size_t index, const RootfsPlan& plan, DirCache* c
       return RunDevice(root_fd, op, plan.devices_by_bind, cache);
     case RootfsOp::Kind::kSymlink:
       return RunSymlink(root_fd, op, cache);
+    case RootfsOp::Kind::kSeal:
+      return RunSeal(root_fd, op);
   }
   return ChildStatus::Failure(EINVAL, "unknown rootfs operation");
 }
@@ -447,6 +457,30 @@ Result<RootfsPlan> BuildRootfsPlan(const RootfsOptions& options) {
   if (options.mount_cgroup2) {
     ops.push_back(MountFs("sys/fs/cgroup", "cgroup2",
                           kSafe | (options.privileged ? 0 : MS_RDONLY), ""));
+  }
+  if (!options.cgroup_v1.empty()) {
+    // As docker lays it out: a tmpfs with a dir per hierarchy and a symlink
+    // per co-mounted controller, made read-only before the hierarchies are
+    // mounted on it (read-only too, unless --privileged).
+    ops.push_back(MountFs("sys/fs/cgroup", "tmpfs", kSafe, "mode=755"));
+    for (const CgroupV1View& view : options.cgroup_v1) {
+      if (view.name.empty() || view.name.find('/') != std::string::npos || view.name == "." ||
+          view.name == "..") {
+        return InvalidArgumentError("cgroup hierarchy name \"" + view.name + "\"");
+      }
+      RootfsOp dir = Simple(Kind::kMkdir, "sys/fs/cgroup/" + view.name);
+      dir.mode = 0555;
+      ops.push_back(std::move(dir));
+      for (const std::string& alias : view.aliases) {
+        if (alias.empty() || alias.find('/') != std::string::npos || alias == view.name) continue;
+        ops.push_back(Simple(Kind::kSymlink, "sys/fs/cgroup/" + alias, view.name));
+      }
+    }
+    if (!options.privileged) ops.push_back(Simple(Kind::kSeal, "sys/fs/cgroup"));
+    for (const CgroupV1View& view : options.cgroup_v1) {
+      ops.push_back(MountFs("sys/fs/cgroup/" + view.name, "cgroup",
+                            kSafe | (options.privileged ? 0 : MS_RDONLY), view.controllers));
+    }
   }
 
   for (const auto& [host_file, container_path] : options.file_binds) {

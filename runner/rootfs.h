@@ -41,6 +41,7 @@ struct RootfsOp {
     kDevice,    // char device `device` at target with `mode` (a bind of host `source`
                 // where mknod is not allowed, as in a user namespace)
     kSymlink,   // target -> source
+    kSeal,      // the mount at target (itself, not what is mounted below) becomes read-only
   };
   Kind kind = Kind::kMkdir;
   std::string target;  // inside the rootfs, relative: "dev/pts"
@@ -55,12 +56,26 @@ struct RootfsOp {
   friend bool operator==(const RootfsOp&, const RootfsOp&) = default;
 };
 
+// One cgroup v1 hierarchy as a container sees it under /sys/fs/cgroup (docker's
+// layout): a dir named as on the host ("cpu,cpuacct"), the hierarchy mounted
+// there (rooted at the container's cgroup by its cgroup namespace), and a
+// symlink per co-mounted controller ("cpu" -> "cpu,cpuacct").
+struct CgroupV1View {
+  std::string name;
+  std::string controllers;  // the mount's options: "cpu,cpuacct"
+  std::vector<std::string> aliases;
+
+  friend bool operator==(const CgroupV1View&, const CgroupV1View&) = default;
+};
+
 struct RootfsOptions {
   bool privileged = false;    // no masked or read-only paths, /sys writable
   bool read_only = false;     // --read-only: / itself read-only
   bool new_netns = true;      // a sysfs of our own needs a netns of our own
   bool user_namespace = false;
   bool mount_cgroup2 = false;  // a cgroup2 view at /sys/fs/cgroup (cgroup v2 hosts)
+  // cgroup v1 hosts: a tmpfs at /sys/fs/cgroup holding these hierarchies.
+  std::vector<CgroupV1View> cgroup_v1;
   std::vector<VolumeMount> volumes;
   std::vector<TmpfsMount> tmpfs;
   // Host file -> container path (absolute): /etc/hosts, /etc/hostname, ...

@@ -663,6 +663,25 @@ TEST_F(RunTest, CpuLimitsReachTheCgroup) {
 
 // ---- limits ----
 
+TEST_F(RunTest, OwnCgroupLimitsShowUnderSysFsCgroupReadOnly) {
+  // What docker shows on a cgroup v1 host, and what JVMs and Go runtimes
+  // read to size themselves: the container's own cgroups, read-only.
+  if (!fs::exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+    GTEST_SKIP() << "not a cgroup v1 host (v2 mounts cgroup2 there instead)";
+  }
+  EXPECT_EQ(Probe({"probe", "read", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "+", "read",
+                   "/sys/fs/cgroup/pids/pids.max", "+", "write", "/sys/fs/cgroup/pids/pids.max",
+                   "1", "+", "write", "/sys/fs/cgroup/new", "x", "+", "exists",
+                   "/sys/fs/cgroup/cpu/cpu.shares"},
+                  {"-m", "64m", "--pids-limit", "77"}),
+            std::to_string(64 << 20) + "\n77\nwrite=EROFS\nwrite=EROFS\nexists=1\n");
+  // --privileged: writable, as docker's.
+  EXPECT_EQ(Probe({"probe", "write", "/sys/fs/cgroup/pids/pids.max", "66", "+", "read",
+                   "/sys/fs/cgroup/pids/pids.max"},
+                  {"--privileged", "--pids-limit", "77"}),
+            "write=ok\n66\n");
+}
+
 TEST_F(RunTest, MemoryLimitEndsWithOomAnd137) {
   CommandResult r = Run({"run", "--rm", "--net", "none", "-m", "32m", "--memory-swap", "32m",
                          "test:latest", "probe", "alloc", "256"});

@@ -78,6 +78,51 @@ TEST(RootfsPlanTest, PrivilegedHasNoMasksAndAWritableSys) {
   EXPECT_FALSE(Find(*plan, Kind::kMountFs, "sys")->flags & MS_RDONLY);
 }
 
+TEST(RootfsPlanTest, CgroupV1HierarchiesUnderAReadOnlyTmpfs) {
+  RootfsOptions options;
+  options.cgroup_v1 = {{"cpu,cpuacct", "cpu,cpuacct", {"cpu", "cpuacct"}},
+                       {"memory", "memory", {}}};
+  Result<RootfsPlan> plan = BuildRootfsPlan(options);
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  // Everything after the sysfs mount, in order.
+  auto sys = std::find_if(plan->ops.begin(), plan->ops.end(), [](const RootfsOp& op) {
+    return op.kind == Kind::kMountFs && op.target == "sys";
+  });
+  ASSERT_NE(sys, plan->ops.end());
+  std::vector<std::string> seen;
+  for (auto op = sys + 1; op != plan->ops.end() && op->target.starts_with("sys/fs/cgroup"); ++op) {
+    std::string line = std::to_string(static_cast<int>(op->kind)) + " " + op->target;
+    if (op->kind == Kind::kMountFs) {
+      line += " " + op->fstype + " " + op->data + ((op->flags & MS_RDONLY) ? " ro" : " rw");
+    }
+    if (op->kind == Kind::kSymlink) line += " -> " + op->source;
+    seen.push_back(line);
+  }
+  auto k = [](Kind kind) { return std::to_string(static_cast<int>(kind)) + " "; };
+  EXPECT_EQ(seen, (std::vector<std::string>{
+                      k(Kind::kMountFs) + "sys/fs/cgroup tmpfs mode=755 rw",
+                      k(Kind::kMkdir) + "sys/fs/cgroup/cpu,cpuacct",
+                      k(Kind::kSymlink) + "sys/fs/cgroup/cpu -> cpu,cpuacct",
+                      k(Kind::kSymlink) + "sys/fs/cgroup/cpuacct -> cpu,cpuacct",
+                      k(Kind::kMkdir) + "sys/fs/cgroup/memory",
+                      k(Kind::kSeal) + "sys/fs/cgroup",
+                      k(Kind::kMountFs) + "sys/fs/cgroup/cpu,cpuacct cgroup cpu,cpuacct ro",
+                      k(Kind::kMountFs) + "sys/fs/cgroup/memory cgroup memory ro",
+                  }));
+
+  options.privileged = true;
+  plan = BuildRootfsPlan(options);
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(Count(*plan, Kind::kSeal), 0u);
+  EXPECT_FALSE(Find(*plan, Kind::kMountFs, "sys/fs/cgroup/memory")->flags & MS_RDONLY);
+
+  for (const char* bad : {"", "..", "a/b"}) {
+    options.cgroup_v1 = {{bad, "memory", {}}};
+    EXPECT_FALSE(BuildRootfsPlan(options).has_value()) << bad;
+  }
+  EXPECT_EQ(Count(BuildRootfsPlan({}).value(), Kind::kSeal), 0u) << "nothing without hierarchies";
+}
+
 TEST(RootfsPlanTest, UserNamespaceWithHostNetworkBindsSys) {
   RootfsOptions options;
   options.user_namespace = true;
