@@ -463,16 +463,18 @@ Result<RootfsPlan> BuildRootfsPlan(const RootfsOptions& options) {
     // per co-mounted controller, made read-only before the hierarchies are
     // mounted on it (read-only too, unless --privileged).
     ops.push_back(MountFs("sys/fs/cgroup", "tmpfs", kSafe, "mode=755"));
+    auto plain_name = [](const std::string& name) {
+      return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
+    };
     for (const CgroupV1View& view : options.cgroup_v1) {
-      if (view.name.empty() || view.name.find('/') != std::string::npos || view.name == "." ||
-          view.name == "..") {
+      if (!plain_name(view.name)) {
         return InvalidArgumentError("cgroup hierarchy name \"" + view.name + "\"");
       }
       RootfsOp dir = Simple(Kind::kMkdir, "sys/fs/cgroup/" + view.name);
       dir.mode = 0555;
       ops.push_back(std::move(dir));
       for (const std::string& alias : view.aliases) {
-        if (alias.empty() || alias.find('/') != std::string::npos || alias == view.name) continue;
+        if (!plain_name(alias) || alias == view.name) continue;
         ops.push_back(Simple(Kind::kSymlink, "sys/fs/cgroup/" + alias, view.name));
       }
     }
