@@ -222,6 +222,8 @@ Result<int> RunExec(const Context& context, const ExecFlags& flags,
   }
   process.cwd = flags.workdir.empty() ? view.record.cwd : flags.workdir;
   process.user = flags.user ? *flags.user : view.record.user;
+  // As docker's exec: the container's --ulimit values.
+  IMGTOOL_ASSIGN_OR_RETURN(process.rlimits, ParseUlimits(view.record.ulimits));
   process.terminal = flags.tty;
   runner::Stdio stdio{flags.interactive ? STDIN_FILENO : -1, STDOUT_FILENO, STDERR_FILENO};
   IMGTOOL_ASSIGN_OR_RETURN(

@@ -85,6 +85,7 @@ std::string ContainerRecordToJson(const ContainerRecord& record) {
       {"env", record.env},
       {"cwd", record.cwd},
       {"user", record.user},
+      {"ulimits", record.ulimits},
   };
   if (!record.userns_state_dir.empty()) {
     auto lines = [](const std::vector<runner::IdMap>& map) {
@@ -118,6 +119,7 @@ Result<ContainerRecord> ContainerRecordFromJson(std::string_view text) {
     record.env = json.value("env", std::vector<std::string>{});
     record.cwd = json.value("cwd", std::string("/"));
     record.user = json.value("user", std::string());
+    record.ulimits = json.value("ulimits", std::vector<std::string>{});
     if (json.contains("userns")) {
       const Json& userns = json.at("userns");
       record.userns_state_dir = userns.at("state_dir").get<std::string>();

@@ -45,6 +45,7 @@ struct ContainerRecord {
   std::vector<std::string> env;
   std::string cwd = "/";
   std::string user;
+  std::vector<std::string> ulimits;  // --ulimit, as given (exec applies them too)
   // --userns=auto: the container's id maps, and the directory of the slice
   // they came from (runner/userns_alloc.h), which Remove gives back.
   runner::IdMappings id_mappings;

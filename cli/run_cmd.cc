@@ -163,6 +163,7 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const st
   record.env = prepared.spec.process.env;
   record.cwd = prepared.spec.process.cwd;
   record.user = prepared.spec.process.user;
+  record.ulimits = flags.ulimits;
 
   {
     // gc must not take the layers between unpacking and stacking on them.
@@ -316,6 +317,10 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
   if (!flags.command.empty() && flags.command.front() == "--") {
     flags.command.erase(flags.command.begin());
   }
+  // Flags are checked before an image is looked for (or pulled).
+  if (auto ulimits = ParseUlimits(flags.ulimits); !ulimits) {
+    return std::move(ulimits).error().Wrap("run");
+  }
   Timer();  // phases are timed from here
   IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
   std::unique_ptr<runner::EarlyStart> early_start;
@@ -349,8 +354,8 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     }
     return started;
   }
-  Result<int> code = RunForeground(prepared, flags.interactive, std::move(early_start),
-                                   containers, *snapshotter);
+  Result<int> code =
+      RunForeground(prepared, flags.interactive, std::move(early_start), containers, *snapshotter);
   if (!code) return std::move(code).error().Wrap("run");
   return code;
 }
@@ -409,6 +414,10 @@ void RegisterRunCommand(CLI::App& app, const Context& context, CommandRegistry& 
                   "container's own from /etc/subuid)");
   cmd->add_flag("--init", flags->init, "Run a tiny init as PID 1 that reaps and forwards signals");
   cmd->add_option("--add-host", flags->add_hosts, "Add NAME:IP to /etc/hosts")
+      ->allow_extra_args(false);
+  cmd->add_option("--ulimit", flags->ulimits,
+                  "Set a resource limit: NAME=SOFT[:HARD] (nofile=1024:2048, core=0); "
+                  "the others are inherited")
       ->allow_extra_args(false);
   registry.Set(cmd, [&context, flags, cmd] { return RunRun(context, *flags, cmd->remaining()); });
 }

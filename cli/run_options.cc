@@ -311,10 +311,22 @@ Result<runner::ProcessSpec> MergeProcess(const store::ContainerConfig& image, co
   return process;
 }
 
+Result<std::vector<runner::ResourceLimit>> ParseUlimits(const std::vector<std::string>& texts) {
+  std::vector<runner::ResourceLimit> limits;
+  for (const std::string& text : texts) {
+    IMGTOOL_ASSIGN_OR_RETURN(runner::ResourceLimit limit, runner::ParseUlimit(text));
+    std::erase_if(limits,
+                  [&](const runner::ResourceLimit& l) { return l.resource == limit.resource; });
+    limits.push_back(limit);
+  }
+  return limits;
+}
+
 Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
                                                  runner::ProcessSpec process) {
   runner::ContainerSpec spec;
   spec.process = std::move(process);
+  IMGTOOL_ASSIGN_OR_RETURN(spec.process.rlimits, ParseUlimits(flags.ulimits));
   spec.hostname = flags.hostname;
   for (const std::string& text : flags.volumes) {
     IMGTOOL_ASSIGN_OR_RETURN(runner::VolumeMount volume, ParseVolume(text));

@@ -47,10 +47,14 @@ struct RunFlags {
   std::string userns;  // "", "host", "auto[:OPTIONS]" (ParseUsernsFlag)
   bool init = false;
   std::vector<std::string> add_hosts;
+  std::vector<std::string> ulimits;  // --ulimit NAME=SOFT[:HARD] (runner::ParseUlimit)
   std::string pull = "missing";  // --pull: missing (pull when not in the store), never
   std::string image;
   std::vector<std::string> command;
 };
+
+// --ulimit values, parsed; a later one for the same limit replaces an earlier.
+Result<std::vector<runner::ResourceLimit>> ParseUlimits(const std::vector<std::string>& texts);
 
 // "64m", "1g", "512k", "100b", "1048576" (binary units, as docker). Must be > 0.
 Result<int64_t> ParseByteSize(std::string_view text);

@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -84,6 +85,7 @@ Result<std::unique_ptr<ProcessPlan>> BuildProcessPlan(ProcessPlanInput input) {
   plan->envp.push_back(nullptr);
   plan->path = LookupEnv(plan->env, "PATH").value_or("");
   plan->cwd = process.cwd.empty() ? "/" : process.cwd;
+  plan->rlimits = process.rlimits;
   plan->user = std::move(input.user);
   plan->caps = input.caps;
   plan->last_cap = LastCapability();
@@ -129,13 +131,22 @@ ChildStatus ConnectStdio(const ProcessPlan& plan, ChildChannel* channel) noexcep
     if (moved[i] < 0) return ChildStatus::Failure(errno, "connect the container's stdio");
   }
   for (int i = 0; i < 3; ++i) {
-    if (::dup2(moved[i], i) < 0) return ChildStatus::Failure(errno, "connect the container's stdio");
+    if (::dup2(moved[i], i) < 0)
+      return ChildStatus::Failure(errno, "connect the container's stdio");
     ::close(moved[i]);
   }
   return ChildStatus();
 }
 
 ChildStatus DropPrivileges(const ProcessPlan& plan) noexcept {
+  for (const ResourceLimit& limit : plan.rlimits) {
+    struct rlimit value {};
+    value.rlim_cur = limit.soft;
+    value.rlim_max = limit.hard;
+    if (::setrlimit(static_cast<__rlimit_resource_t>(limit.resource), &value) != 0) {
+      return ChildStatus::Failure(errno, "--ulimit ", UlimitName(limit.resource));
+    }
+  }
   bool seccomp_first = plan.seccomp && !plan.no_new_privileges;
   if (seccomp_first) IMGTOOL_CHILD_TRY(InstallSeccompProgram(*plan.seccomp));
   IMGTOOL_CHILD_TRY(DropBoundingCapabilities(plan.caps, plan.last_cap));

@@ -38,6 +38,7 @@ struct ProcessPlan {
   bool terminal = false;
   unsigned short rows = 0;
   unsigned short columns = 0;
+  std::vector<ResourceLimit> rlimits;  // --ulimit
   int stdio[3] = {-1, -1, -1};  // become fds 0, 1, 2 when there is no terminal
   sigset_t signal_mask{};       // the mask the command starts with
 };
@@ -61,7 +62,8 @@ Result<std::unique_ptr<ProcessPlan>> BuildProcessPlan(ProcessPlanInput input);
 // Terminal (a pty from the container's devpts, whose master goes to the
 // parent over `channel`) or the planned stdio fds.
 ChildStatus ConnectStdio(const ProcessPlan& plan, ChildChannel* channel) noexcept;
-// User, groups, capabilities, no_new_privs, seccomp, in the order the kernel
+// --ulimit's limits (first: raising a hard limit needs CAP_SYS_RESOURCE), then
+// user, groups, capabilities, no_new_privs, seccomp, in the order the kernel
 // needs: seccomp goes in last when no_new_privs allows it, first otherwise
 // (then it needs CAP_SYS_ADMIN, which only the setup still has).
 ChildStatus DropPrivileges(const ProcessPlan& plan) noexcept;

@@ -1,5 +1,7 @@
 #include "runner/process_spec.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 
 #include "common/log.h"
@@ -37,13 +39,73 @@ std::vector<std::string> EnvWithDefaults(std::vector<std::string> env, std::stri
   return env;
 }
 
+namespace {
+
+struct UlimitEntry {
+  const char* name;
+  int resource;
+};
+constexpr UlimitEntry kUlimits[] = {
+    {"core", RLIMIT_CORE},         {"cpu", RLIMIT_CPU},
+    {"data", RLIMIT_DATA},         {"fsize", RLIMIT_FSIZE},
+    {"locks", RLIMIT_LOCKS},       {"memlock", RLIMIT_MEMLOCK},
+    {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
+    {"nofile", RLIMIT_NOFILE},     {"nproc", RLIMIT_NPROC},
+    {"rss", RLIMIT_RSS},           {"rtprio", RLIMIT_RTPRIO},
+    {"rttime", RLIMIT_RTTIME},     {"sigpending", RLIMIT_SIGPENDING},
+    {"stack", RLIMIT_STACK},       {"as", RLIMIT_AS},
+};
+
+// A non-negative count, or "unlimited" / "-1".
+std::optional<uint64_t> UlimitValue(std::string_view text) {
+  if (text == "unlimited" || text == "-1") return uint64_t{RLIM_INFINITY};
+  if (text.empty() || text.size() > 19) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return value;
+}
+
+}  // namespace
+
+Result<ResourceLimit> ParseUlimit(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return InvalidArgumentError(StrCat("--ulimit \"", text, "\": ", why));
+  };
+  size_t eq = text.find('=');
+  if (eq == std::string_view::npos) return bad("want NAME=SOFT[:HARD]");
+  std::string_view name = text.substr(0, eq);
+  const UlimitEntry* entry = nullptr;
+  for (const UlimitEntry& known : kUlimits) {
+    if (name == known.name) entry = &known;
+  }
+  if (entry == nullptr) return bad("unknown limit \"" + std::string(name) + "\"");
+  std::string_view values = text.substr(eq + 1);
+  size_t colon = values.find(':');
+  std::optional<uint64_t> soft = UlimitValue(values.substr(0, colon));
+  std::optional<uint64_t> hard =
+      colon == std::string_view::npos ? soft : UlimitValue(values.substr(colon + 1));
+  if (!soft || !hard) return bad("want numbers or \"unlimited\", as SOFT[:HARD]");
+  if (*soft > *hard) return bad("the soft limit is above the hard one");
+  return ResourceLimit{entry->resource, *soft, *hard};
+}
+
+const char* UlimitName(int resource) noexcept {
+  for (const UlimitEntry& known : kUlimits) {
+    if (known.resource == resource) return known.name;
+  }
+  return "?";
+}
+
 Status ValidateContainerId(std::string_view id) {
   if (id.empty() || id.size() > 64) {
     return InvalidArgumentError("container id \"" + std::string(id) + "\": 1 to 64 characters");
   }
   bool ok = std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
   if (!ok || id == "." || id == ".." || id.front() == '.' || id.front() == '-') {
     return InvalidArgumentError("container id \"" + std::string(id) +

@@ -19,6 +19,23 @@
 
 namespace imgtool::runner {
 
+// One resource limit (--ulimit): RLIMIT_* with its soft and hard values
+// (RLIM_INFINITY: unlimited).
+struct ResourceLimit {
+  int resource = 0;
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+
+  friend bool operator==(const ResourceLimit&, const ResourceLimit&) = default;
+};
+
+// "nofile=1024:2048", "nofile=1024" (hard = soft), "core=unlimited" or -1:
+// docker's --ulimit. Names: core, cpu, data, fsize, locks, memlock, msgqueue,
+// nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack, as.
+Result<ResourceLimit> ParseUlimit(std::string_view text);
+// The --ulimit name of an RLIMIT_* ("nofile"), or "?"; allocation-free.
+const char* UlimitName(int resource) noexcept;
+
 // The process: what runs, with which environment, where and as whom.
 struct ProcessSpec {
   std::vector<std::string> args;  // args[0] is looked up in the container's PATH
@@ -30,6 +47,9 @@ struct ProcessSpec {
   // -t: the initial size; when 0, the size of the caller's stdin if that is a tty.
   unsigned short rows = 0;
   unsigned short columns = 0;
+  // --ulimit: set in the container before the command starts; every other
+  // limit is imgtool's own, inherited (docker keeps its daemon's defaults).
+  std::vector<ResourceLimit> rlimits;
 };
 
 // -v HOST:CTR[:ro]

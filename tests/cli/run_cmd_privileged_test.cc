@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -973,6 +974,49 @@ TEST_F(RunTest, ExitedContainerStaysUntilRm) {
   EXPECT_TRUE(ContainerDirs().empty());
   Ok({"gc"});
   EXPECT_TRUE(SnapshotNames().empty());
+}
+
+TEST_F(RunTest, UlimitSetsLimitsInTheContainerAndItsExecs) {
+  auto limit_line = [](const std::string& limits, const std::string& name) {
+    size_t at = limits.find(name);
+    if (at == std::string::npos) return std::string("missing");
+    std::string line = limits.substr(at, limits.find('\n', at) - at);
+    // "Max open files            1000                 2000                 files"
+    std::istringstream words(line.substr(name.size()));
+    std::string soft, hard;
+    words >> soft >> hard;
+    return soft + ":" + hard;
+  };
+  std::string limits = Probe({"probe", "read", "/proc/self/limits"},
+                             {"--ulimit", "nofile=1000:2000", "--ulimit", "core=0",
+                              "--ulimit", "nproc=500", "--ulimit", "nproc=600:700"});
+  EXPECT_EQ(limit_line(limits, "Max open files"), "1000:2000") << limits;
+  EXPECT_EQ(limit_line(limits, "Max core file size"), "0:0") << limits;
+  EXPECT_EQ(limit_line(limits, "Max processes"), "600:700") << "the later one wins\n" << limits;
+  // Unset limits stay imgtool's own.
+  struct rlimit own {};
+  ASSERT_EQ(::getrlimit(RLIMIT_STACK, &own), 0);
+  std::string stack = limit_line(limits, "Max stack size");
+  EXPECT_EQ(stack.substr(0, stack.find(':')),
+            own.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(own.rlim_cur));
+
+  // exec'd processes get them too, as docker's do.
+  CommandResult started = Run({"run", "-d", "--net", "none", "--name", "limited", "--ulimit",
+                               "nofile=900:1900", "test:latest", "probe", "sleep", "60"});
+  ASSERT_EQ(started.exit_code, 0) << Describe(started);
+  CommandResult exec = Run({"exec", "limited", "probe", "read", "/proc/self/limits"});
+  EXPECT_EQ(limit_line(exec.out, "Max open files"), "900:1900") << Describe(exec);
+  EXPECT_EQ(Run({"rm", "-f", "limited"}).exit_code, 0);
+
+  // Past the kernel's nr_open: refused in the container's setup, 125, named.
+  CommandResult refused = Run({"run", "--rm", "--net", "none", "--ulimit",
+                               "nofile=1000:2000000000", "test:latest", "true"});
+  EXPECT_EQ(refused.exit_code, 125) << Describe(refused);
+  EXPECT_NE(refused.err.find("--ulimit nofile"), std::string::npos) << Describe(refused);
+  // A malformed one fails before anything is made.
+  CommandResult bad = Run({"run", "--rm", "--ulimit", "nofile=5:1", "test:latest", "true"});
+  EXPECT_EQ(bad.exit_code, 125) << Describe(bad);
+  EXPECT_NE(bad.err.find("soft limit is above the hard one"), std::string::npos) << Describe(bad);
 }
 
 TEST_F(RunTest, DetachedContainerExecStopRm) {

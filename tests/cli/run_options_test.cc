@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstring>
 
@@ -31,6 +32,19 @@ TEST(RunOptionsTest, ByteSizes) {
                           "nan", "1.2.3", "1e", "1e+", ".", "-", "1e-400"}) {
     EXPECT_FALSE(ParseByteSize(bad).has_value()) << bad;
   }
+}
+
+TEST(RunOptionsTest, UlimitsLaterOneForALimitWins) {
+  auto limits = ParseUlimits({"nofile=10:20", "core=0", "nofile=30"});
+  ASSERT_TRUE(limits) << limits.error().ToString();
+  EXPECT_EQ(*limits,
+            (std::vector<runner::ResourceLimit>{{RLIMIT_CORE, 0, 0}, {RLIMIT_NOFILE, 30, 30}}));
+  EXPECT_FALSE(ParseUlimits({"core=0", "nofile=2:1"}));
+  RunFlags flags;
+  flags.ulimits = {"nproc=100:200"};
+  auto spec = BuildContainerSpec(flags, runner::ProcessSpec{});
+  ASSERT_TRUE(spec) << spec.error().ToString();
+  EXPECT_EQ(spec->process.rlimits, (std::vector<runner::ResourceLimit>{{RLIMIT_NPROC, 100, 200}}));
 }
 
 TEST(RunOptionsTest, Signals) {

@@ -1,9 +1,37 @@
 #include "runner/process_spec.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 namespace imgtool::runner {
 namespace {
+
+TEST(ProcessSpecTest, UlimitsAsDockerWritesThem) {
+  EXPECT_EQ(ParseUlimit("nofile=1024:2048").value(), (ResourceLimit{RLIMIT_NOFILE, 1024, 2048}));
+  EXPECT_EQ(ParseUlimit("nofile=1024").value(), (ResourceLimit{RLIMIT_NOFILE, 1024, 1024}));
+  EXPECT_EQ(ParseUlimit("core=unlimited").value(),
+            (ResourceLimit{RLIMIT_CORE, RLIM_INFINITY, RLIM_INFINITY}));
+  EXPECT_EQ(ParseUlimit("memlock=-1:-1").value(),
+            (ResourceLimit{RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY}));
+  EXPECT_EQ(ParseUlimit("stack=8192:unlimited").value(),
+            (ResourceLimit{RLIMIT_STACK, 8192, RLIM_INFINITY}));
+  EXPECT_EQ(ParseUlimit("as=0").value(), (ResourceLimit{RLIMIT_AS, 0, 0}));
+  for (const char* bad : {"", "nofile", "nofile=", "nofile=:5", "nofile=5:", "nofile=2:1",
+                          "nofile=unlimited:5", "nofile=-2", "nofile=1k", "nofile=1:2:3",
+                          "files=10", "NOFILE=10", "nofile=99999999999999999999"}) {
+    auto parsed = ParseUlimit(bad);
+    ASSERT_FALSE(parsed.has_value()) << bad;
+    EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(parsed.error().message().find("--ulimit"), std::string::npos);
+  }
+  for (const char* name :
+       {"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+        "rss", "rtprio", "rttime", "sigpending", "stack", "as"}) {
+    auto parsed = ParseUlimit(std::string(name) + "=1");
+    ASSERT_TRUE(parsed.has_value()) << name;
+    EXPECT_STREQ(UlimitName(parsed->resource), name);
+  }
+}
 
 TEST(ProcessSpecTest, EnvLookupAndSet) {
   std::vector<std::string> env = {"A=1", "AB=2", "EMPTY="};
