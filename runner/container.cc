@@ -536,7 +536,12 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   ChildPlan plan;
   const bool join_cgroup = c->cgroup_ && !cgroup_fd && !thread_in_cgroup;
   plan.wait_before_setup = userns;
-  plan.wait_before_exec = !userns && (join_cgroup || c->network_ != nullptr);
+  // With a pids limit, the thread in the cgroup raised pids.max by one for
+  // itself and restores it when it leaves: the command starts only after
+  // that, or the restore could undo a write of its own (--privileged).
+  const bool restore_pids_max = thread_in_cgroup && spec.resources.pids_limit.has_value();
+  plan.wait_before_exec =
+      !userns && (join_cgroup || c->network_ != nullptr || restore_pids_max);
   plan.cgroup_namespace_after_wait = plan.wait_before_exec && join_cgroup;
   plan.user_namespace = userns;
   plan.bring_up_loopback = own_netns && !c->network_ && !premade_netns;
