@@ -1,5 +1,6 @@
 #include "runner/cgroup_detect.h"
 
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -40,14 +41,25 @@ std::vector<std::string_view> SplitFields(std::string_view line, char sep) {
   return fields;
 }
 
-bool IsManaged(std::string_view controller) {
+}  // namespace
+
+bool IsManagedController(std::string_view controller) {
   for (std::string_view managed : kManagedControllers) {
     if (managed == controller) return true;
   }
   return false;
 }
 
-}  // namespace
+std::map<std::filesystem::path, std::set<std::string>> ManagedV1Hierarchies(
+    const std::map<std::string, std::filesystem::path>& v1_mounts) {
+  std::map<std::filesystem::path, std::set<std::string>> all;
+  for (const auto& [controller, mount] : v1_mounts) all[mount].insert(controller);
+  std::erase_if(all, [](const auto& entry) {
+    return std::none_of(entry.second.begin(), entry.second.end(),
+                        [](const std::string& c) { return IsManagedController(c); });
+  });
+  return all;
+}
 
 std::vector<CgroupMount> ParseCgroupMounts(std::string_view mountinfo) {
   std::vector<CgroupMount> mounts;
@@ -103,7 +115,7 @@ Result<CgroupLayout> ChooseCgroupLayout(const std::vector<CgroupMount>& mounts,
   bool v1_holds_managed = false;
   for (const auto& [controller, path] : layout.v1_mounts) {
     // cpuacct and devices come along with v1 but limit nothing on their own.
-    if (IsManaged(controller) && controller != "cpuacct" && controller != "devices") {
+    if (IsManagedController(controller) && controller != "cpuacct" && controller != "devices") {
       v1_holds_managed = true;
     }
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -28,9 +29,16 @@ std::vector<CgroupMount> ParseCgroupMounts(std::string_view mountinfo);
 Result<CgroupLayout> ChooseCgroupLayout(const std::vector<CgroupMount>& mounts,
                                         std::string_view unified_controllers);
 
-// The controllers imgtool manages; others (devices, freezer, ...) are left to
+// The controllers imgtool manages; others (freezer, blkio, ...) are left to
 // the parent's cgroup.
 inline constexpr std::string_view kManagedControllers[] = {"cpu",    "cpuacct", "cpuset",
                                                            "memory", "pids",    "devices"};
+bool IsManagedController(std::string_view controller);
+
+// The v1 hierarchies in which a container gets a cgroup of its own (those
+// holding a managed controller), from CgroupLayout::v1_mounts: mount point
+// to every controller the hierarchy holds (co-mounted ones share one).
+std::map<std::filesystem::path, std::set<std::string>> ManagedV1Hierarchies(
+    const std::map<std::string, std::filesystem::path>& v1_mounts);
 
 }  // namespace imgtool::runner

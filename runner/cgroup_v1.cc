@@ -16,13 +16,6 @@ namespace imgtool::runner {
 
 namespace {
 
-bool IsManagedController(std::string_view controller) {
-  for (std::string_view managed : kManagedControllers) {
-    if (managed == controller) return true;
-  }
-  return false;
-}
-
 // A new cpuset cgroup starts with empty cpus and mems, and a cgroup with empty
 // ones accepts no task; fill them from the parent unless already set.
 Status InheritCpuset(const std::filesystem::path& parent, const std::filesystem::path& dir) {
@@ -41,17 +34,12 @@ Status InheritCpuset(const std::filesystem::path& parent, const std::filesystem:
 
 CgroupV1::CgroupV1(const std::map<std::string, std::filesystem::path>& mounts,
                    const std::string& parent, const std::string& id) {
-  for (const auto& [controller, mount] : mounts) {
-    if (!IsManagedController(controller)) continue;
-    Hierarchy* found = nullptr;
-    for (Hierarchy& h : hierarchies_) {
-      if (h.mount == mount) found = &h;
+  for (const auto& [mount, controllers] : ManagedV1Hierarchies(mounts)) {
+    Hierarchy h{mount, {}, mount / parent, mount / parent / id};
+    for (const std::string& controller : controllers) {
+      if (IsManagedController(controller)) h.controllers.insert(controller);
     }
-    if (found == nullptr) {
-      hierarchies_.push_back({mount, {}, mount / parent, mount / parent / id});
-      found = &hierarchies_.back();
-    }
-    found->controllers.insert(controller);
+    hierarchies_.push_back(std::move(h));
   }
 }
 

@@ -40,15 +40,8 @@ namespace {
 // show the host's whole tree (the cgroup namespace is rooted where the
 // container's process was, the host's root there), so they are left out.
 std::vector<CgroupV1View> CgroupV1Views(const CgroupLayout& layout) {
-  std::map<std::filesystem::path, std::vector<std::string>> by_mount;
-  for (const auto& [controller, mount] : layout.v1_mounts) by_mount[mount].push_back(controller);
   std::vector<CgroupV1View> views;
-  for (const auto& [mount, controllers] : by_mount) {
-    bool managed = false;
-    for (const std::string& controller : controllers) {
-      for (std::string_view known : kManagedControllers) managed = managed || controller == known;
-    }
-    if (!managed) continue;
+  for (const auto& [mount, controllers] : ManagedV1Hierarchies(layout.v1_mounts)) {
     CgroupV1View view;
     view.name = mount.filename().string();
     for (const std::string& controller : controllers) {
