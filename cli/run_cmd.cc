@@ -122,8 +122,12 @@ struct Prepared {
 };
 
 // Everything up to the container's start: image, snapshots, record, spec.
-Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const std::string& id,
-                         const ContainerStore& containers, overlay::Snapshotter& snapshotter) {
+// `flag_spec` holds what the flags say (BuildContainerSpec); the image's config
+// fills in the process here.
+Result<Prepared> Prepare(const Context& context, const RunFlags& flags,
+                         runner::ContainerSpec flag_spec,
+                         const std::string& id, const ContainerStore& containers,
+                         overlay::Snapshotter& snapshotter) {
   if (flags.detach && flags.interactive) {
     // Docker allows -di (stdin kept open for attach); imgtool has no attach.
     return InvalidArgumentError("-d and -i can not be combined (imgtool has no attach)");
@@ -145,7 +149,9 @@ Result<Prepared> Prepare(const Context& context, const RunFlags& flags, const st
       runner::ProcessSpec process,
       MergeProcess(image.image.config.config, flags, env_from_files, LookupHostEnv));
   Prepared prepared;
-  IMGTOOL_ASSIGN_OR_RETURN(prepared.spec, BuildContainerSpec(flags, std::move(process)));
+  process.rlimits = std::move(flag_spec.process.rlimits);  // --ulimit
+  prepared.spec = std::move(flag_spec);
+  prepared.spec.process = std::move(process);
 
   ContainerRecord& record = prepared.record;
   record.id = id;
@@ -317,10 +323,9 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
   if (!flags.command.empty() && flags.command.front() == "--") {
     flags.command.erase(flags.command.begin());
   }
-  // Flags are checked before an image is looked for (or pulled).
-  if (auto ulimits = ParseUlimits(flags.ulimits); !ulimits) {
-    return std::move(ulimits).error().Wrap("run");
-  }
+  // Every flag is checked before an image is looked for (or pulled).
+  IMGTOOL_ASSIGN_OR_RETURN(runner::ContainerSpec spec,
+                           BuildContainerSpec(flags, runner::ProcessSpec{}).Wrap("run"));
   Timer();  // phases are timed from here
   IMGTOOL_ASSIGN_OR_RETURN(std::string id, NewContainerId());
   std::unique_ptr<runner::EarlyStart> early_start;
@@ -328,19 +333,16 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     // The cgroup and the network namespace are made on a thread of their
     // own while the image and the snapshot are prepared (see
     // runner/container.h). A detached container's are made by its supervisor.
-    IMGTOOL_ASSIGN_OR_RETURN(runner::CgroupResources resources,
-                             ParseResourceFlags(flags).Wrap("run"));
-    Result<runner::NetworkMode> network = runner::ParseNetworkMode(flags.network);
-    Result<UsernsFlag> userns = ParseUsernsFlag(flags.userns);
-    bool network_namespace = network && *network != runner::NetworkMode::kHost && userns &&
-                             userns->mode != runner::UserNamespaceMode::kAuto;
-    early_start = runner::EarlyStart::Begin(id, resources, network_namespace);
+    bool network_namespace = spec.network.mode != runner::NetworkMode::kHost &&
+                             spec.userns != runner::UserNamespaceMode::kAuto;
+    early_start = runner::EarlyStart::Begin(id, spec.resources, network_namespace);
     Timer().Mark("begin the cgroup and netns");
   }
   ContainerStore containers(context.ContainersRoot());
   IMGTOOL_ASSIGN_OR_RETURN(auto snapshotter, context.OpenSnapshotter());
   IMGTOOL_ASSIGN_OR_RETURN(Prepared prepared,
-                           Prepare(context, flags, id, containers, *snapshotter).Wrap("run"));
+                           Prepare(context, flags, std::move(spec), id, containers, *snapshotter)
+                               .Wrap("run"));
   if (flags.detach) {
     Result<int> started = RunDetached(prepared, containers, context.SnapshotRoot());
     if (!started) {
