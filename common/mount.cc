@@ -303,6 +303,9 @@ Error FsConfigError(int fs_fd, std::string what) {
 // True when overlayfs takes "lowerdir+" through fsconfig (Linux >= 6.8). Before
 // 6.5 overlayfs went through the legacy adapter, which accepts any key at
 // fsconfig time and fails only at create, so a made-up key must be refused too.
+// This probe has a context of its own, and closing an overlay context that
+// made no superblock waits for an expedited RCU grace period (ovl_free_fs),
+// about half a millisecond: OpenOverlayContext asks it only when it must.
 bool KernelHasLowerdirPlus() {
   static const bool has = [] {
     UniqueFd fs_fd(FsOpen("overlay"));
@@ -314,6 +317,40 @@ bool KernelHasLowerdirPlus() {
     return has_lowerdir_plus;
   }();
   return has;
+}
+
+// What this process learnt of "lowerdir+" from a context it went on to use.
+enum LowerdirPlusKnown : int { kLowerdirPlusUnknown, kLowerdirPlusYes };
+std::atomic<int> g_lowerdir_plus{kLowerdirPlusUnknown};
+
+// An overlay filesystem context with `config`'s lowers given through
+// "lowerdir+", or an empty fd when this kernel's overlayfs lacks that key.
+// The first context of a process is its own probe: a made-up flag must be
+// refused (not the legacy adapter), then the first lower taken. Only when
+// that lower is refused does the separate probe decide between a kernel
+// without the key and a bad path.
+Result<UniqueFd> OpenOverlayContext(const OverlayConfig& config) {
+  if (g_force_legacy_overlay.load()) return UniqueFd();
+  UniqueFd fs_fd(FsOpen("overlay"));
+  if (!fs_fd) return ErrnoError("fsopen");
+  const bool known = g_lowerdir_plus.load() == kLowerdirPlusYes;
+  if (!known && FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, "imgtool-probe-unknown", nullptr) == 0) {
+    LogDebug("overlay: kernel lacks fsconfig lowerdir+ (legacy mount adapter)");
+    return UniqueFd();
+  }
+  for (size_t i = 0; i < config.lowers.size(); ++i) {
+    const std::string& lower = config.lowers[i];
+    if (FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str()) != 0) {
+      if (i == 0 && !known && errno == EINVAL) {
+        int saved = errno;
+        if (!KernelHasLowerdirPlus()) return UniqueFd();
+        errno = saved;
+      }
+      return FsConfigError(fs_fd.get(), "lowerdir+ \"" + lower + "\"");
+    }
+    if (i == 0 && !known) g_lowerdir_plus.store(kLowerdirPlusYes);
+  }
+  return fs_fd;
 }
 
 // Every non-layer overlay parameter, in order: a bare flag or key=value.
@@ -348,30 +385,18 @@ Status AttachCreatedMount(int fs_fd, const ParsedOptions& options, const fs::pat
   return AttachTree(mount_fd.get(), options, target);
 }
 
-// The overlay through the new mount API, as a detached mount.
-Result<UniqueFd> CreateOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options) {
-  UniqueFd fs_fd(FsOpen("overlay"));
-  if (!fs_fd) return ErrnoError("fsopen");
-  for (const std::string& lower : config.lowers) {
-    if (FsConfig(fs_fd.get(), FSCONFIG_SET_STRING, "lowerdir+", lower.c_str()) != 0) {
-      return FsConfigError(fs_fd.get(), "lowerdir+ \"" + lower + "\"");
-    }
+// The overlay through the new mount API, as a detached mount, from a context
+// OpenOverlayContext made.
+Result<UniqueFd> CreateOverlayNewApi(int fs_fd, const OverlayConfig& config,
+                                     const ParsedOptions& options) {
+  IMGTOOL_TRY(SetOverlayParams(fs_fd, config.params));
+  if (FsConfig(fs_fd, FSCONFIG_CMD_CREATE, nullptr, nullptr) != 0) {
+    return FsConfigError(fs_fd, StrCat("create with ", config.lowers.size(), " lower layers"));
   }
-  IMGTOOL_TRY(SetOverlayParams(fs_fd.get(), config.params));
-  if (FsConfig(fs_fd.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr) != 0) {
-    return FsConfigError(fs_fd.get(),
-                         StrCat("create with ", config.lowers.size(), " lower layers"));
-  }
-  UniqueFd mount_fd(static_cast<int>(
-      ::syscall(SYS_fsmount, fs_fd.get(), FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
-  if (!mount_fd) return FsConfigError(fs_fd.get(), "fsmount");
+  UniqueFd mount_fd(
+      static_cast<int>(::syscall(SYS_fsmount, fs_fd, FSMOUNT_CLOEXEC, MountAttrs(options.flags))));
+  if (!mount_fd) return FsConfigError(fs_fd, "fsmount");
   return mount_fd;
-}
-
-Status MountOverlayNewApi(const OverlayConfig& config, const ParsedOptions& options,
-                          const fs::path& target) {
-  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd tree, CreateOverlayNewApi(config, options));
-  return AttachTree(tree.get(), options, target);
 }
 
 std::string LegacyOverlayData(const std::vector<std::string>& lowers, const OverlayConfig& config) {
@@ -570,10 +595,10 @@ Status MountBindIdmapped(const Mount& mount, const ParsedOptions& options, const
 Status MountOverlay(const ParsedOptions& options, const fs::path& target, const MountIdmap* idmap) {
   IMGTOOL_ASSIGN_OR_RETURN(OverlayConfig config, ParseOverlayConfig(options));
   if (idmap != nullptr) return MountOverlayIdmapped(config, options, target, *idmap);
-  if (!g_force_legacy_overlay.load() && KernelHasLowerdirPlus()) {
-    return MountOverlayNewApi(config, options, target);
-  }
-  return MountOverlayLegacy(config, options, target);
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fs_fd, OpenOverlayContext(config));
+  if (!fs_fd) return MountOverlayLegacy(config, options, target);
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd tree, CreateOverlayNewApi(fs_fd.get(), config, options));
+  return AttachTree(tree.get(), options, target);
 }
 
 }  // namespace
@@ -605,12 +630,13 @@ Status MountAt(const Mount& mount, const fs::path& target, const MountIdmap* idm
 
 Result<UniqueFd> MountDetached(const Mount& mount) {
   ParsedOptions options = ParseOptions(mount.options);
-  if (mount.type != "overlay" || options.bind || options.propagation != 0 ||
-      g_force_legacy_overlay.load() || !KernelHasLowerdirPlus()) {
-    return NotFoundError("no detached mount of " + mount.type + " here");
-  }
+  auto none_here = [&] { return NotFoundError("no detached mount of " + mount.type + " here"); };
+  if (mount.type != "overlay" || options.bind || options.propagation != 0) return none_here();
   IMGTOOL_ASSIGN_OR_RETURN(OverlayConfig config, ParseOverlayConfig(options));
-  return CreateOverlayNewApi(config, options).Wrap("mount overlay (detached)");
+  Result<UniqueFd> fs_fd = OpenOverlayContext(config);
+  if (fs_fd && !*fs_fd) return none_here();
+  if (!fs_fd) return std::move(fs_fd).Wrap("mount overlay (detached)");
+  return CreateOverlayNewApi(fs_fd->get(), config, options).Wrap("mount overlay (detached)");
 }
 
 MountGuard& MountGuard::operator=(MountGuard&& other) noexcept {
