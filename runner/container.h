@@ -40,7 +40,7 @@ namespace imgtool::runner {
 // The parts of a container's start that need no image, for a caller that can
 // begin them before the rest is known (the image found, the snapshot ready):
 // the cgroup (claim, dirs and limits) and, when asked, a network namespace
-// with lo up, made on a thread of their own while the caller goes on.
+// with lo up, made on threads of their own while the caller goes on.
 // Container::Start waits for them and takes them over (a failure to make the
 // cgroup is the start's failure; without the namespace the clone makes one);
 // unused, they are removed.
@@ -59,17 +59,18 @@ class EarlyStart {
  private:
   friend class Container;
   EarlyStart() = default;
-  Status Make();
+  Status Make();  // the cgroup
+  void MakeNetworkNamespace();
 
   std::string id_;
   CgroupResources resources_;
-  std::thread thread_;
+  std::thread thread_;         // Make
+  std::thread netns_thread_;   // MakeNetworkNamespace
   Status made_;
   // Set by Make, read once the thread is joined.
   CgroupLayout layout_;
   std::unique_ptr<CgroupManager> manager_;
   CgroupClaim claim_;
-  bool want_netns_ = false;
   UniqueFd netns_;
 };
 
