@@ -340,6 +340,20 @@ ChildStatus RunSymlink(int root_fd, const RootfsOp& op, DirCache* cache) noexcep
   return ChildStatus();
 }
 
+// A new directory in a parent that exists (the hierarchies' dirs under
+// sys/fs/cgroup) is made in the cached parent: one openat2 for a run of them
+// instead of one per path component each. Anything else (a missing parent,
+// a name that exists) takes the walk from the root.
+ChildStatus RunMkdir(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
+  char parent[kPathBuffer];
+  const char* name = nullptr;
+  if (SplitParent(op.target.c_str(), parent, &name) && parent[0] != '\0') {
+    int dir = cache->Get(root_fd, parent);
+    if (dir >= 0 && ::mkdirat(dir, name, op.mode) == 0) return ChildStatus();
+  }
+  return MkdirAllInRoot(root_fd, op.target.c_str(), op.mode, nullptr);
+}
+
 ChildStatus RunOp(int root_fd, size_t index, const RootfsPlan& plan, DirCache* cache) noexcept {
   const RootfsOp& op = plan.ops[index];
   switch (op.kind) {
@@ -353,7 +367,7 @@ ChildStatus RunOp(int root_fd, size_t index, const RootfsPlan& plan, DirCache* c
     case RootfsOp::Kind::kReadOnly:
       return RunReadOnly(root_fd, op, cache);
     case RootfsOp::Kind::kMkdir:
-      return MkdirAllInRoot(root_fd, op.target.c_str(), op.mode, nullptr);
+      return RunMkdir(root_fd, op, cache);
     case RootfsOp::Kind::kDevice:
       return RunDevice(root_fd, op, plan.devices_by_bind, cache);
     case RootfsOp::Kind::kSymlink:
