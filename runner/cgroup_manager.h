@@ -88,6 +88,15 @@ class CgroupManager {  // one per container
   virtual Status EnterWithThisThread() {
     return NotFoundError("only cgroup v1 moves a thread alone");
   }
+  // v1, optional: opens ahead, from any thread, the files that the thread
+  // `tid` writes to enter the cgroup and to go back where it is now, so that
+  // its EnterWithThisThread and LeaveWithThisThread are one write per
+  // hierarchy, without a walk through cgroupfs paths. Other threads enter and
+  // leave as before. v2: nothing to do.
+  virtual Status PrepareEnter(pid_t tid) {
+    (void)tid;
+    return OkStatus();
+  }
   // Moves the calling thread back to the cgroups it left in
   // EnterWithThisThread and restores pids.max.
   virtual Status LeaveWithThisThread() { return OkStatus(); }

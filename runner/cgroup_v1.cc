@@ -1,6 +1,8 @@
 #include "runner/cgroup_v1.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -182,28 +184,73 @@ Status CgroupV1::AddProcess(pid_t pid) {
   return OkStatus();
 }
 
-Status CgroupV1::EnterWithThisThread() {
-  if (!left_dirs_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
-  IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
-  std::vector<std::filesystem::path> from;
+Status CgroupV1::MoveThisThread(const Target& target) {
+  if (!target.tasks) return WriteCgroupFile(target.dir, "tasks", "0");
+  if (::write(target.tasks.get(), "0", 1) != 1) {
+    return ErrnoError("write " + (target.dir / "tasks").string());
+  }
+  return OkStatus();
+}
+
+Status CgroupV1::PrepareEnter(pid_t tid) {
+  IMGTOOL_ASSIGN_OR_RETURN(std::string own,
+                           ReadFileToString(StrCat("/proc/self/task/", tid, "/cgroup"), 1u << 16));
+  std::vector<Target> enter;
+  std::vector<Target> leave;
+  auto open_tasks = [](const std::filesystem::path& dir) -> Result<Target> {
+    UniqueFd fd(::open((dir / "tasks").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return ErrnoError("open " + (dir / "tasks").string());
+    return Target{dir, std::move(fd)};
+  };
   for (const Hierarchy& h : hierarchies_) {
     std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
     if (!path) {
-      return FailedPreconditionError("/proc/thread-self/cgroup lists no cgroup of " +
-                                     h.mount.string());
+      return FailedPreconditionError(StrCat("/proc/self/task/", tid, "/cgroup lists no cgroup of ",
+                                            h.mount.string()));
     }
-    from.push_back(h.mount / *path);
+    IMGTOOL_ASSIGN_OR_RETURN(Target into, open_tasks(h.dir));
+    IMGTOOL_ASSIGN_OR_RETURN(Target back, open_tasks(h.mount / *path));
+    enter.push_back(std::move(into));
+    leave.push_back(std::move(back));
   }
-  // "0" is the writing thread itself.
-  for (size_t i = 0; i < hierarchies_.size(); ++i) {
-    Status moved = WriteCgroupFile(hierarchies_[i].dir, "tasks", "0");
+  prepared_tid_ = tid;
+  prepared_enter_ = std::move(enter);
+  prepared_leave_ = std::move(leave);
+  return OkStatus();
+}
+
+Status CgroupV1::EnterWithThisThread() {
+  if (!left_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
+  std::vector<Target> into;
+  std::vector<Target> from;
+  if (prepared_tid_ != 0 && prepared_tid_ == ::gettid()) {
+    // Good for one stay: the thread is back where it was after it.
+    prepared_tid_ = 0;
+    into = std::move(prepared_enter_);
+    from = std::move(prepared_leave_);
+  } else {
+    IMGTOOL_ASSIGN_OR_RETURN(std::string own,
+                             ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
+    for (const Hierarchy& h : hierarchies_) {
+      std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
+      if (!path) {
+        return FailedPreconditionError("/proc/thread-self/cgroup lists no cgroup of " +
+                                       h.mount.string());
+      }
+      into.push_back(Target{h.dir, UniqueFd()});
+      from.push_back(Target{h.mount / *path, UniqueFd()});
+    }
+  }
+  for (size_t i = 0; i < into.size(); ++i) {
+    Status moved = MoveThisThread(into[i]);
     if (!moved) {
-      left_dirs_.assign(from.begin(), from.begin() + static_cast<std::ptrdiff_t>(i));
+      from.resize(i);
+      left_ = std::move(from);
       (void)LeaveWithThisThread();
       return std::move(moved).error().Wrap("move this thread into the cgroup");
     }
   }
-  left_dirs_ = std::move(from);
+  left_ = std::move(from);
   // The thread counts against pids.max while it is in. A cgroup this
   // manager did not create (exec joining a container) has its limit read.
   Status raised = RaisePidsMaxForThisThread();
@@ -231,11 +278,11 @@ Status CgroupV1::RaisePidsMaxForThisThread() {
 
 Status CgroupV1::LeaveWithThisThread() {
   Status first;
-  for (const std::filesystem::path& dir : left_dirs_) {
-    Status moved = WriteCgroupFile(dir, "tasks", "0");
+  for (const Target& target : left_) {
+    Status moved = MoveThisThread(target);
     if (!moved && first) first = std::move(moved).error().Wrap("move this thread back");
   }
-  left_dirs_.clear();
+  left_.clear();
   if (entered_pids_limit_) {
     Status restored = WritePidsMax(*entered_pids_limit_, 0);
     if (!restored && first) first = std::move(restored);

@@ -25,6 +25,7 @@ class CgroupV1 : public CgroupManager {
   Result<UniqueFd> DirFdForCloneIntoCgroup() override;
   Status AddProcess(pid_t pid) override;
   Status EnterWithThisThread() override;
+  Status PrepareEnter(pid_t tid) override;
   Status LeaveWithThisThread() override;
   Result<bool> OomKilled() override;
   Status Kill(int sig) override;
@@ -57,8 +58,21 @@ class CgroupV1 : public CgroupManager {
   bool created_ = false;               // by Create (else joined, as by exec)
   std::optional<int64_t> pids_limit_;  // as given to Create
   std::optional<int64_t> entered_pids_limit_;  // pids.max while the thread is in, less one
+  // A dir to move the thread to, and its tasks file when opened ahead.
+  struct Target {
+    std::filesystem::path dir;
+    UniqueFd tasks;
+  };
+  // Writes "0" (the writing thread) to the target's tasks file.
+  static Status MoveThisThread(const Target& target);
+
   // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
-  std::vector<std::filesystem::path> left_dirs_;
+  std::vector<Target> left_;
+  // Set by PrepareEnter for the thread `prepared_tid_`: the tasks files of
+  // the container's dirs, and of the dirs the thread is in (for left_).
+  pid_t prepared_tid_ = 0;
+  std::vector<Target> prepared_enter_;
+  std::vector<Target> prepared_leave_;
 };
 
 }  // namespace imgtool::runner

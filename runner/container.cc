@@ -313,6 +313,7 @@ std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
   std::unique_ptr<EarlyStart> early(new EarlyStart());
   early->id_ = container_id;
   early->resources_ = resources;
+  early->starter_tid_ = ::gettid();
   // The threads start with every signal blocked: a SIGINT meant for the
   // container (which Start blocks and forwards) must never find a thread
   // with the default action, which would end imgtool.
@@ -349,6 +350,10 @@ Status EarlyStart::Make() {
   }
   IMGTOOL_ASSIGN_OR_RETURN(manager_, NewCgroupManager(id_, layout_));
   IMGTOOL_TRY(manager_->Create(resources_).Wrap("container " + id_ + ": cgroup"));
+  // The thread that began this is the one that will clone the container.
+  if (Status prepared = manager_->PrepareEnter(starter_tid_); !prepared) {
+    LogDebug("container ", id_, ": cgroup entry not prepared: ", prepared.error().ToString());
+  }
   return OkStatus();
 }
 

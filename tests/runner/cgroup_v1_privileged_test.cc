@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -275,6 +276,54 @@ TEST_F(CgroupV1Test, ThreadEntersACgroupItJoinsWithItsPidsLimit) {
   EXPECT_EQ(ReadCgroupFile(pids_dir, "pids.max").value(), "3\n");
   ASSERT_TRUE((*creator)->Destroy());
   ExpectGone("joined");
+}
+
+// PrepareEnter, run on another thread (the early start's), opens the tasks
+// files for the thread named: that thread's enter and leave write to them.
+// The dirs are renamed after the files were opened, so a move by path would
+// fail. Another thread enters by path as before.
+TEST_F(CgroupV1Test, PreparedThreadEntersAndLeavesThroughFilesOpenedAhead) {
+  auto manager = NewCgroupManager("prepared", layout_);
+  ASSERT_TRUE(manager);
+  ASSERT_TRUE((*manager)->Create(CgroupResources{}));
+  const pid_t tid = gettid();
+  const std::string self = "/proc/self/task/" + std::to_string(tid);
+  const std::string before = CgroupOf(self, "pids");
+  Status prepared = OkStatus();
+  std::thread([&] { prepared = (*manager)->PrepareEnter(tid); }).join();
+  ASSERT_TRUE(prepared) << prepared.error().ToString();
+
+  std::set<std::filesystem::path> mounts;
+  for (const auto& [controller, mount] : layout_.v1_mounts) mounts.insert(mount);
+  auto rename_all = [&](const char* from, const char* to) {
+    for (const std::filesystem::path& mount : mounts) {
+      std::filesystem::path parent = mount / layout_.parent;
+      if (!std::filesystem::exists(parent / from)) continue;
+      ASSERT_EQ(rename((parent / from).c_str(), (parent / to).c_str()), 0)
+          << parent << ": " << strerror(errno);
+    }
+  };
+  rename_all("prepared", "renamed");
+  auto entered = (*manager)->EnterWithThisThread();
+  ASSERT_TRUE(entered) << entered.error().ToString();
+  EXPECT_EQ(CgroupOf(self, "pids"), layout_.parent + "/renamed");
+  EXPECT_EQ(CgroupOf(self, "memory"), layout_.parent + "/renamed");
+  auto left = (*manager)->LeaveWithThisThread();
+  ASSERT_TRUE(left) << left.error().ToString();
+  EXPECT_EQ(CgroupOf(self, "pids"), before);
+  rename_all("renamed", "prepared");
+
+  // Prepared for another thread: this one goes by path.
+  std::thread([&] { prepared = (*manager)->PrepareEnter(gettid()); }).join();
+  ASSERT_TRUE(prepared) << prepared.error().ToString();
+  entered = (*manager)->EnterWithThisThread();
+  ASSERT_TRUE(entered) << entered.error().ToString();
+  EXPECT_EQ(CgroupOf(self, "pids"), layout_.parent + "/prepared");
+  ASSERT_TRUE((*manager)->LeaveWithThisThread());
+  EXPECT_EQ(CgroupOf(self, "pids"), before);
+  ASSERT_TRUE((*manager)->Destroy());
+  ExpectGone("prepared");
+  ExpectGone("renamed");
 }
 
 TEST_F(CgroupV1Test, EnteringAMissingCgroupLeavesTheThreadWhereItWas) {
