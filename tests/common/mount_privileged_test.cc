@@ -287,6 +287,29 @@ TEST_P(OverlayMountTest, MissingLowerNamesThePath) {
   EXPECT_EQ(MountCount(merged), 0);
 }
 
+// The first lower is also the first one the kernel is asked about (the new
+// API's context asks itself whether it takes "lowerdir+"): a missing one is
+// still named, not taken for a kernel without the key.
+TEST_P(OverlayMountTest, MissingFirstLowerNamesThePath) {
+  fs::path a = MakeDir("a");
+  fs::path merged = MakeDir("merged");
+  std::string missing = (dir_->path() / "missing").string();
+  Status status =
+      MountAt(Mount{"overlay", "overlay", {"lowerdir=" + missing + ":" + a.string()}}, merged);
+  ASSERT_FALSE(status);
+  if (!GetParam()) {
+    EXPECT_NE(status.error().message().find("lowerdir+ \"" + missing + "\""), std::string::npos)
+        << status.error().ToString();
+  }
+  EXPECT_EQ(MountCount(merged), 0);
+  // The same process mounts a good stack afterwards.
+  fs::path b = MakeDir("b");
+  ASSERT_TRUE(MountAt(Mount{"overlay", "overlay", {"lowerdir=" + a.string() + ":" + b.string()}},
+                      merged));
+  EXPECT_EQ(MountCount(merged), 1);
+  ASSERT_EQ(umount2(merged.c_str(), MNT_DETACH), 0);
+}
+
 // 300 lowers with long absolute paths exceed one page joined; the new API takes
 // them one by one, the legacy path makes them relative to their common parent.
 TEST_P(OverlayMountTest, ManyLongLowerPaths) {
