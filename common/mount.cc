@@ -319,9 +319,8 @@ bool KernelHasLowerdirPlus() {
   return has;
 }
 
-// What this process learnt of "lowerdir+" from a context it went on to use.
-enum LowerdirPlusKnown : int { kLowerdirPlusUnknown, kLowerdirPlusYes };
-std::atomic<int> g_lowerdir_plus{kLowerdirPlusUnknown};
+// Set once a context this process went on to use took "lowerdir+".
+std::atomic<bool> g_lowerdir_plus_taken{false};
 
 // An overlay filesystem context with `config`'s lowers given through
 // "lowerdir+", or an empty fd when this kernel's overlayfs lacks that key.
@@ -333,7 +332,7 @@ Result<UniqueFd> OpenOverlayContext(const OverlayConfig& config) {
   if (g_force_legacy_overlay.load()) return UniqueFd();
   UniqueFd fs_fd(FsOpen("overlay"));
   if (!fs_fd) return ErrnoError("fsopen");
-  const bool known = g_lowerdir_plus.load() == kLowerdirPlusYes;
+  const bool known = g_lowerdir_plus_taken.load();
   if (!known && FsConfig(fs_fd.get(), FSCONFIG_SET_FLAG, "imgtool-probe-unknown", nullptr) == 0) {
     LogDebug("overlay: kernel lacks fsconfig lowerdir+ (legacy mount adapter)");
     return UniqueFd();
@@ -348,7 +347,7 @@ Result<UniqueFd> OpenOverlayContext(const OverlayConfig& config) {
       }
       return FsConfigError(fs_fd.get(), "lowerdir+ \"" + lower + "\"");
     }
-    if (i == 0 && !known) g_lowerdir_plus.store(kLowerdirPlusYes);
+    if (i == 0 && !known) g_lowerdir_plus_taken.store(true);
   }
   return fs_fd;
 }

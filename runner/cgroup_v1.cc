@@ -192,27 +192,34 @@ Status CgroupV1::MoveThisThread(const Target& target) {
   return OkStatus();
 }
 
-Status CgroupV1::PrepareEnter(pid_t tid) {
-  IMGTOOL_ASSIGN_OR_RETURN(std::string own,
-                           ReadFileToString(StrCat("/proc/self/task/", tid, "/cgroup"), 1u << 16));
-  std::vector<Target> enter;
-  std::vector<Target> leave;
-  auto open_tasks = [](const std::filesystem::path& dir) -> Result<Target> {
-    UniqueFd fd(::open((dir / "tasks").c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd) return ErrnoError("open " + (dir / "tasks").string());
-    return Target{dir, std::move(fd)};
+Status CgroupV1::CollectTargets(const std::string& proc_cgroup, bool open_ahead,
+                                std::vector<Target>* into, std::vector<Target>* from) const {
+  IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString(proc_cgroup, 1u << 16));
+  auto target = [open_ahead](std::filesystem::path dir) -> Result<Target> {
+    UniqueFd tasks;
+    if (open_ahead) {
+      tasks.reset(::open((dir / "tasks").c_str(), O_WRONLY | O_CLOEXEC));
+      if (!tasks) return ErrnoError("open " + (dir / "tasks").string());
+    }
+    return Target{std::move(dir), std::move(tasks)};
   };
   for (const Hierarchy& h : hierarchies_) {
     std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
     if (!path) {
-      return FailedPreconditionError(StrCat("/proc/self/task/", tid, "/cgroup lists no cgroup of ",
-                                            h.mount.string()));
+      return FailedPreconditionError(proc_cgroup + " lists no cgroup of " + h.mount.string());
     }
-    IMGTOOL_ASSIGN_OR_RETURN(Target into, open_tasks(h.dir));
-    IMGTOOL_ASSIGN_OR_RETURN(Target back, open_tasks(h.mount / *path));
-    enter.push_back(std::move(into));
-    leave.push_back(std::move(back));
+    IMGTOOL_ASSIGN_OR_RETURN(Target in, target(h.dir));
+    IMGTOOL_ASSIGN_OR_RETURN(Target back, target(h.mount / *path));
+    into->push_back(std::move(in));
+    from->push_back(std::move(back));
   }
+  return OkStatus();
+}
+
+Status CgroupV1::PrepareEnter(pid_t tid) {
+  std::vector<Target> enter;
+  std::vector<Target> leave;
+  IMGTOOL_TRY(CollectTargets(StrCat("/proc/self/task/", tid, "/cgroup"), true, &enter, &leave));
   prepared_tid_ = tid;
   prepared_enter_ = std::move(enter);
   prepared_leave_ = std::move(leave);
@@ -223,23 +230,13 @@ Status CgroupV1::EnterWithThisThread() {
   if (!left_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
   std::vector<Target> into;
   std::vector<Target> from;
-  if (prepared_tid_ != 0 && prepared_tid_ == ::gettid()) {
+  if (prepared_tid_ == ::gettid()) {
     // Good for one stay: the thread is back where it was after it.
     prepared_tid_ = 0;
     into = std::move(prepared_enter_);
     from = std::move(prepared_leave_);
   } else {
-    IMGTOOL_ASSIGN_OR_RETURN(std::string own,
-                             ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
-    for (const Hierarchy& h : hierarchies_) {
-      std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
-      if (!path) {
-        return FailedPreconditionError("/proc/thread-self/cgroup lists no cgroup of " +
-                                       h.mount.string());
-      }
-      into.push_back(Target{h.dir, UniqueFd()});
-      from.push_back(Target{h.mount / *path, UniqueFd()});
-    }
+    IMGTOOL_TRY(CollectTargets("/proc/thread-self/cgroup", false, &into, &from));
   }
   for (size_t i = 0; i < into.size(); ++i) {
     Status moved = MoveThisThread(into[i]);

@@ -65,6 +65,11 @@ class CgroupV1 : public CgroupManager {
   };
   // Writes "0" (the writing thread) to the target's tasks file.
   static Status MoveThisThread(const Target& target);
+  // From `proc_cgroup` (a thread's /proc/.../cgroup): per hierarchy, the
+  // container's dir (`into`) and the one the thread is in (`from`), with
+  // their tasks files opened when `open_ahead`.
+  Status CollectTargets(const std::string& proc_cgroup, bool open_ahead, std::vector<Target>* into,
+                        std::vector<Target>* from) const;
 
   // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
   std::vector<Target> left_;

@@ -368,14 +368,14 @@ void EarlyStart::MakeNetworkNamespace() {
 }
 
 Status EarlyStart::Wait() {
-  if (thread_.joinable()) thread_.join();
-  if (netns_thread_.joinable()) netns_thread_.join();
+  for (std::thread* thread : {&thread_, &netns_thread_}) {
+    if (thread->joinable()) thread->join();
+  }
   return made_;
 }
 
 EarlyStart::~EarlyStart() {
-  if (thread_.joinable()) thread_.join();
-  if (netns_thread_.joinable()) netns_thread_.join();
+  (void)Wait();
   if (!manager_) return;  // taken over by a container, or never made
   if (Status s = manager_->Destroy(); !s) {
     LogWarning("container ", id_, ": cgroup: ", s.error().ToString());

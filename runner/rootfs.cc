@@ -173,6 +173,19 @@ ChildStatus MkdirAllInRoot(int root_fd, const char* path, mode_t mode, UniqueFd*
   return ChildStatus();
 }
 
+// Makes the directory `target` in its parent, taken from the cache (one
+// openat2 for a run of dirs in the same parent): the parent's fd, with
+// `*name` pointing at the new dir's name, or -1 when the parent is the root
+// or missing, or mkdirat failed (the name exists, say).
+int MkdirInCachedParent(int root_fd, const char* target, mode_t mode, DirCache* cache,
+                        const char** name) noexcept {
+  char parent[kPathBuffer];
+  if (!SplitParent(target, parent, name) || parent[0] == '\0') return -1;
+  int dir = cache->Get(root_fd, parent);
+  if (dir < 0 || ::mkdirat(dir, *name, mode) != 0) return -1;
+  return dir;
+}
+
 // Opens a mount target, creating it (a directory, or an empty file when
 // `as_file`) when it is missing.
 ChildStatus OpenTarget(int root_fd, const char* target, bool create, bool as_file,
@@ -186,16 +199,13 @@ ChildStatus OpenTarget(int root_fd, const char* target, bool create, bool as_fil
   if (!as_file) {
     // A missing directory in a directory that exists (dev/pts in the new
     // /dev): made and opened in the parent, without following a symlink.
-    char parent[kPathBuffer];
     const char* name = nullptr;
-    if (SplitParent(target, parent, &name) && parent[0] != '\0') {
-      int dir = cache->Get(root_fd, parent);
-      if (dir >= 0 && ::mkdirat(dir, name, 0755) == 0) {
-        fd = ::openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-          out->reset(fd);
-          return ChildStatus();
-        }
+    int dir = MkdirInCachedParent(root_fd, target, 0755, cache, &name);
+    if (dir >= 0) {
+      fd = ::openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        out->reset(fd);
+        return ChildStatus();
       }
     }
     return MkdirAllInRoot(root_fd, target, 0755, out);
@@ -341,15 +351,13 @@ ChildStatus RunSymlink(int root_fd, const RootfsOp& op, DirCache* cache) noexcep
 }
 
 // A new directory in a parent that exists (the hierarchies' dirs under
-// sys/fs/cgroup) is made in the cached parent: one openat2 for a run of them
-// instead of one per path component each. Anything else (a missing parent,
-// a name that exists) takes the walk from the root.
+// sys/fs/cgroup) is made in the cached parent instead of by a walk per path
+// component. Anything else (a missing parent, a name that exists) takes the
+// walk from the root.
 ChildStatus RunMkdir(int root_fd, const RootfsOp& op, DirCache* cache) noexcept {
-  char parent[kPathBuffer];
   const char* name = nullptr;
-  if (SplitParent(op.target.c_str(), parent, &name) && parent[0] != '\0') {
-    int dir = cache->Get(root_fd, parent);
-    if (dir >= 0 && ::mkdirat(dir, name, op.mode) == 0) return ChildStatus();
+  if (MkdirInCachedParent(root_fd, op.target.c_str(), op.mode, cache, &name) >= 0) {
+    return ChildStatus();
   }
   return MkdirAllInRoot(root_fd, op.target.c_str(), op.mode, nullptr);
 }
