@@ -85,6 +85,7 @@ int Main(int argc, char** argv) {
 
   Context context;
   context.root = store::DefaultRoot();
+  context.options = OptionFilter::FromArgs(argc, argv);
   std::string root = context.root.string();
   std::string log_level = "warn";
   app.add_option("--root", root, "Store directory (default: $IMGTOOL_ROOT or /var/lib/imgtool)");

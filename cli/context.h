@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 
+#include "cli/option_filter.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "overlay/snapshotter.h"
@@ -31,6 +32,8 @@ inline std::filesystem::path StateDirFor(const std::filesystem::path& root) {
 struct Context {
   std::filesystem::path root;  // --root, $IMGTOOL_ROOT or /var/lib/imgtool
   LogLevel log_level = LogLevel::kWarning;
+  // The options a command adds to the parser, where it filters them (run).
+  OptionFilter options = OptionFilter::All();
 
   // Unpacked layers and scratch space live in the state dir beside the root,
   // not inside it: the root must stay a plain OCI layout that any tool can walk

@@ -373,54 +373,56 @@ void RegisterRunCommand(CLI::App& app, const Context& context, CommandRegistry& 
   cmd->prefix_command();
   cmd->fallthrough(false);
   cmd->set_help_flag("--help", "Print this help message and exit");  // -h is --hostname
-  cmd->add_flag("--rm", flags->remove, "Remove the container when it exits");
-  cmd->add_option("--pull", flags->pull,
-                  "missing (default: pull an image not in the store) or never")
-      ->check(CLI::IsMember({"missing", "never"}));
-  cmd->add_flag("-i,--interactive", flags->interactive, "Pass stdin to the container");
-  cmd->add_flag("-t,--tty", flags->tty, "Allocate a pseudo-terminal");
-  cmd->add_flag("-d,--detach", flags->detach, "Run in the background and print the container ID");
-  cmd->add_option("--name", flags->name, "Name the container");
-  cmd->add_option("-e,--env", flags->env, "Set an environment variable (K=V, or K from here)")
-      ->allow_extra_args(false);
-  cmd->add_option("--env-file", flags->env_files, "Read environment variables from a file")
-      ->allow_extra_args(false);
-  cmd->add_option("-v,--volume", flags->volumes, "Bind a host path: SRC:DST[:ro]")
-      ->allow_extra_args(false);
-  cmd->add_option("--tmpfs", flags->tmpfs, "Mount a tmpfs: PATH[:OPTIONS]")
-      ->allow_extra_args(false);
-  cmd->add_option("-w,--workdir", flags->workdir, "Working directory inside the container");
-  cmd->add_option("-u,--user", flags->user, "USER[:GROUP] (names from the image's /etc/passwd)");
-  cmd->add_option("--entrypoint", flags->entrypoint, "Override the image's entrypoint");
-  cmd->add_option("--net,--network", flags->network, "none, host or bridge (default)");
-  cmd->add_option("-p,--publish", flags->publish, "Publish a port: [IP:]HOST:CTR[/tcp|udp]")
-      ->allow_extra_args(false);
-  cmd->add_option("-m,--memory", flags->memory, "Memory limit (64m, 1g)");
-  cmd->add_option("--memory-swap", flags->memory_swap, "Memory plus swap limit; -1 unlimited");
-  cmd->add_option("--cpus", flags->cpus, "CPU quota in CPUs (0.5)");
-  cmd->add_option("--cpu-shares", flags->cpu_shares, "Relative CPU weight (2..262144)");
-  cmd->add_option("--cpuset-cpus", flags->cpuset_cpus, "CPUs to run on (0-1,3)");
-  cmd->add_option("--pids-limit", flags->pids_limit, "Maximum number of processes");
-  cmd->add_option("-h,--hostname", flags->hostname, "Container hostname");
-  cmd->add_flag("--read-only", flags->read_only, "Mount the container's root read-only");
-  cmd->add_option("--cap-add", flags->cap_add, "Add a capability (or ALL)")
-      ->allow_extra_args(false);
-  cmd->add_option("--cap-drop", flags->cap_drop, "Drop a capability (or ALL)")
-      ->allow_extra_args(false);
-  cmd->add_flag("--privileged", flags->privileged, "Every capability, no seccomp, no masked paths");
-  cmd->add_option("--security-opt", flags->security_opts,
-                  "seccomp=unconfined|PROFILE.json, no-new-privileges[=false]")
-      ->allow_extra_args(false);
-  cmd->add_option("--userns", flags->userns,
-                  "host, or auto[:size=N,uidmapping=C:H:N,gidmapping=C:H:N] (ids of the "
-                  "container's own from /etc/subuid)");
-  cmd->add_flag("--init", flags->init, "Run a tiny init as PID 1 that reaps and forwards signals");
-  cmd->add_option("--add-host", flags->add_hosts, "Add NAME:IP to /etc/hosts")
-      ->allow_extra_args(false);
-  cmd->add_option("--ulimit", flags->ulimits,
-                  "Set a resource limit: NAME=SOFT[:HARD] (nofile=1024:2048, core=0); "
-                  "the others are inherited")
-      ->allow_extra_args(false);
+  // Only the options this command line may name (cli/option_filter.h).
+  const OptionFilter& wanted = context.options;
+  auto flag = [&](const char* names, bool& value, const char* description) {
+    if (wanted.Wants(names)) cmd->add_flag(names, value, description);
+  };
+  auto option = [&](const char* names, auto& value, const char* description) -> CLI::Option* {
+    return wanted.Wants(names) ? cmd->add_option(names, value, description) : nullptr;
+  };
+  auto list = [&](const char* names, std::vector<std::string>& values, const char* description) {
+    if (wanted.Wants(names)) cmd->add_option(names, values, description)->allow_extra_args(false);
+  };
+  flag("--rm", flags->remove, "Remove the container when it exits");
+  if (CLI::Option* pull = option("--pull", flags->pull,
+                                 "missing (default: pull an image not in the store) or never")) {
+    pull->check(CLI::IsMember({"missing", "never"}));
+  }
+  flag("-i,--interactive", flags->interactive, "Pass stdin to the container");
+  flag("-t,--tty", flags->tty, "Allocate a pseudo-terminal");
+  flag("-d,--detach", flags->detach, "Run in the background and print the container ID");
+  option("--name", flags->name, "Name the container");
+  list("-e,--env", flags->env, "Set an environment variable (K=V, or K from here)");
+  list("--env-file", flags->env_files, "Read environment variables from a file");
+  list("-v,--volume", flags->volumes, "Bind a host path: SRC:DST[:ro]");
+  list("--tmpfs", flags->tmpfs, "Mount a tmpfs: PATH[:OPTIONS]");
+  option("-w,--workdir", flags->workdir, "Working directory inside the container");
+  option("-u,--user", flags->user, "USER[:GROUP] (names from the image's /etc/passwd)");
+  option("--entrypoint", flags->entrypoint, "Override the image's entrypoint");
+  option("--net,--network", flags->network, "none, host or bridge (default)");
+  list("-p,--publish", flags->publish, "Publish a port: [IP:]HOST:CTR[/tcp|udp]");
+  option("-m,--memory", flags->memory, "Memory limit (64m, 1g)");
+  option("--memory-swap", flags->memory_swap, "Memory plus swap limit; -1 unlimited");
+  option("--cpus", flags->cpus, "CPU quota in CPUs (0.5)");
+  option("--cpu-shares", flags->cpu_shares, "Relative CPU weight (2..262144)");
+  option("--cpuset-cpus", flags->cpuset_cpus, "CPUs to run on (0-1,3)");
+  option("--pids-limit", flags->pids_limit, "Maximum number of processes");
+  option("-h,--hostname", flags->hostname, "Container hostname");
+  flag("--read-only", flags->read_only, "Mount the container's root read-only");
+  list("--cap-add", flags->cap_add, "Add a capability (or ALL)");
+  list("--cap-drop", flags->cap_drop, "Drop a capability (or ALL)");
+  flag("--privileged", flags->privileged, "Every capability, no seccomp, no masked paths");
+  list("--security-opt", flags->security_opts,
+       "seccomp=unconfined|PROFILE.json, no-new-privileges[=false]");
+  option("--userns", flags->userns,
+         "host, or auto[:size=N,uidmapping=C:H:N,gidmapping=C:H:N] (ids of the "
+         "container's own from /etc/subuid)");
+  flag("--init", flags->init, "Run a tiny init as PID 1 that reaps and forwards signals");
+  list("--add-host", flags->add_hosts, "Add NAME:IP to /etc/hosts");
+  list("--ulimit", flags->ulimits,
+       "Set a resource limit: NAME=SOFT[:HARD] (nofile=1024:2048, core=0); "
+       "the others are inherited");
   registry.Set(cmd, [&context, flags, cmd] { return RunRun(context, *flags, cmd->remaining()); });
 }
 
