@@ -246,6 +246,9 @@ Result<std::optional<SeccompProgram>> SeccompFor(const SecuritySpec& security,
   if (security.seccomp == SeccompMode::kProfile) {
     IMGTOOL_ASSIGN_OR_RETURN(profile, LoadSeccompProfile(security.seccomp_profile));
   } else {
+    if (std::optional<SeccompProgram> embedded = EmbeddedDefaultSeccompProgram(caps)) {
+      return embedded;
+    }
     profile = DefaultSeccompProfile();
   }
   IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram program,

@@ -480,6 +480,25 @@ void StoreCached(int dir_fd, const std::string& name, const SeccompProgram& prog
 
 }  // namespace
 
+// Defined by the source runner/gen writes at build time, in the binaries that
+// link it; null in the others.
+extern "C" {
+__attribute__((weak)) extern const unsigned long long imgtool_default_seccomp_caps;
+__attribute__((weak)) extern const unsigned imgtool_default_seccomp_length;
+__attribute__((weak)) extern const struct sock_filter imgtool_default_seccomp_program[];
+}
+
+std::optional<SeccompProgram> EmbeddedDefaultSeccompProgram(CapabilitySet caps) {
+  if (&imgtool_default_seccomp_caps == nullptr || &imgtool_default_seccomp_length == nullptr ||
+      imgtool_default_seccomp_program == nullptr || imgtool_default_seccomp_caps != caps.mask()) {
+    return std::nullopt;
+  }
+  SeccompProgram program;
+  program.instructions.assign(imgtool_default_seccomp_program,
+                              imgtool_default_seccomp_program + imgtool_default_seccomp_length);
+  return program;
+}
+
 std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps) {
   const scmp_version* version = seccomp_version();
   std::string text = StrCat("imgtool-seccomp-v1\n", version->major, ".", version->minor, ".",

@@ -98,6 +98,13 @@ Result<SeccompProgram> CompileSeccompProfileCached(const SeccompProfile& profile
                                                    CapabilitySet caps,
                                                    const std::filesystem::path& cache_dir);
 
+// DefaultSeccompProfile compiled for `caps` at build time (runner/gen), when
+// `caps` is the set it was compiled for (docker's default, DefaultCapabilities)
+// and the binary links it in (imgtool and the runner's tests do); otherwise
+// nullopt, and the caller compiles. The same libseccomp builds both, so the
+// program is the one CompileSeccompProfile would make.
+std::optional<SeccompProgram> EmbeddedDefaultSeccompProgram(CapabilitySet caps);
+
 // The cache key (hex) of CompileSeccompProfileCached.
 std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps);
 

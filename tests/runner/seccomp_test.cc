@@ -114,6 +114,28 @@ TEST(SeccompCompileTest, DefaultProfileCompiles) {
   EXPECT_LT(program->instructions.size(), 4096u);  // BPF_MAXINSNS
 }
 
+// The program compiled at build time is the one this libseccomp compiles now
+// from the same profile, and is offered only for the capabilities it was
+// compiled for.
+TEST(SeccompCompileTest, EmbeddedDefaultProgramIsTheCompiledOne) {
+  std::optional<SeccompProgram> embedded = EmbeddedDefaultSeccompProgram(DefaultCapabilities());
+  ASSERT_TRUE(embedded.has_value()) << "the runner's tests link the build-time program";
+  Result<SeccompProgram> compiled =
+      CompileSeccompProfile(DefaultSeccompProfile(), DefaultCapabilities());
+  ASSERT_TRUE(compiled.has_value()) << compiled.error().ToString();
+  ASSERT_EQ(embedded->instructions.size(), compiled->instructions.size());
+  for (size_t i = 0; i < compiled->instructions.size(); ++i) {
+    const struct sock_filter& want = compiled->instructions[i];
+    const struct sock_filter& got = embedded->instructions[i];
+    EXPECT_TRUE(got.code == want.code && got.jt == want.jt && got.jf == want.jf && got.k == want.k)
+        << "instruction " << i;
+  }
+  CapabilitySet with_admin = DefaultCapabilities();
+  with_admin.Add(21);  // CAP_SYS_ADMIN
+  EXPECT_FALSE(EmbeddedDefaultSeccompProgram(with_admin).has_value());
+  EXPECT_FALSE(EmbeddedDefaultSeccompProgram(CapabilitySet()).has_value());
+}
+
 TEST(SeccompCompileTest, UnknownArchitectureIsRefused) {
   SeccompProfile profile;
   profile.default_action = SeccompAction::kAllow;
