@@ -67,6 +67,8 @@ Status ForEachEntry(int dir_fd, std::string_view what, Fn fn) {
 }
 
 Result<UniqueFd> OpenOrCreateDir(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) return UniqueFd(fd);
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec)
@@ -279,16 +281,8 @@ Result<std::unique_ptr<LocalContentStore>> LocalContentStore::Open(
     const std::filesystem::path& root) {
   IMGTOOL_ASSIGN_OR_RETURN(UniqueFd blobs, OpenOrCreateDir(root / "blobs" / "sha256"));
   IMGTOOL_ASSIGN_OR_RETURN(UniqueFd ingest, OpenOrCreateDir(root / "ingest"));
-  std::unique_ptr<LocalContentStore> store(
+  return std::unique_ptr<LocalContentStore>(
       new LocalContentStore(root, std::move(blobs), std::move(ingest)));
-  Result<int> cleaned = store->CleanStaleIngests(kStaleIngestAge);
-  if (!cleaned) {
-    // A failed cleanup costs disk space, not correctness.
-    LogWarning("content store ", root.string(), ": ", cleaned.error().ToString());
-  } else if (*cleaned > 0) {
-    LogDebug("content store ", root.string(), ": removed ", *cleaned, " stale ingest files");
-  }
-  return store;
 }
 
 std::filesystem::path LocalContentStore::BlobPath(const Digest& digest) const {
@@ -296,6 +290,15 @@ std::filesystem::path LocalContentStore::BlobPath(const Digest& digest) const {
 }
 
 Result<std::unique_ptr<IngestWriter>> LocalContentStore::Writer() {
+  std::call_once(ingests_cleaned_, [this] {
+    Result<int> cleaned = CleanStaleIngests(kStaleIngestAge);
+    if (!cleaned) {
+      // A failed cleanup costs disk space, not correctness.
+      LogWarning("content store ", root_.string(), ": ", cleaned.error().ToString());
+    } else if (*cleaned > 0) {
+      LogDebug("content store ", root_.string(), ": removed ", *cleaned, " stale ingest files");
+    }
+  });
   std::string name = std::to_string(::getpid()) + "-" + RandomSuffix();
   // Blobs are immutable: created read-only; the fd we hold is still writable.
   int fd = ::openat(ingest_dir_.get(), name.c_str(),

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,8 +107,10 @@ class LocalContentStore final : public ContentStore {
  public:
   static constexpr std::chrono::seconds kStaleIngestAge{3600};
 
-  // Creates blobs/sha256 and ingest/ when missing and removes ingest files that
-  // are older than kStaleIngestAge and that no live writer holds.
+  // Creates blobs/sha256 and ingest/ when missing. Ingest files older than
+  // kStaleIngestAge that no live writer holds are removed by the first
+  // Writer() (and by gc): a store opened only to read (`imgtool run`) does not
+  // list ingest/ on its way.
   static Result<std::unique_ptr<LocalContentStore>> Open(const std::filesystem::path& root);
 
   const std::filesystem::path& root() const { return root_; }
@@ -138,6 +141,7 @@ class LocalContentStore final : public ContentStore {
   std::filesystem::path root_;
   UniqueFd blobs_dir_;   // <root>/blobs/sha256
   UniqueFd ingest_dir_;  // <root>/ingest
+  std::once_flag ingests_cleaned_;
 };
 
 }  // namespace imgtool::store

@@ -1,6 +1,9 @@
 #include "store/image_index.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <set>
 
 #include "common/file_util.h"
@@ -41,10 +44,36 @@ Status ImageIndex::InitIfMissing() {
   return WriteFileAtomic(IndexPath(), kEmptyIndex).Wrap("create " + IndexPath().string());
 }
 
+namespace {
+
+bool SameFile(const struct stat& st, dev_t dev, ino_t ino, off_t size, const struct timespec& mtime,
+              const struct timespec& ctime) {
+  return st.st_dev == dev && st.st_ino == ino && st.st_size == size &&
+         st.st_mtim.tv_sec == mtime.tv_sec && st.st_mtim.tv_nsec == mtime.tv_nsec &&
+         st.st_ctim.tv_sec == ctime.tv_sec && st.st_ctim.tv_nsec == ctime.tv_nsec;
+}
+
+}  // namespace
+
 Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
-  std::error_code ec;
-  if (!std::filesystem::exists(IndexPath(), ec)) return std::vector<ImageEntry>();
-  IMGTOOL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(IndexPath(), kMaxIndexSize));
+  const std::filesystem::path path = IndexPath();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::vector<ImageEntry>();
+    return ErrnoError("stat " + path.string());
+  }
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_ && SameFile(st, cache_->dev, cache_->ino, cache_->size, cache_->mtime,
+                           cache_->ctime)) {
+      return cache_->entries;
+    }
+  }
+  // The identity kept is the one of the file actually read.
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path.string());
+  IMGTOOL_ASSIGN_OR_RETURN(std::string text,
+                           ReadFdToString(fd.get(), kMaxIndexSize).Wrap("read " + path.string()));
   Result<Index> index = ParseIndex(text);
   if (!index) return std::move(index).error().Wrap(IndexPath().string());
   std::vector<ImageEntry> entries;
@@ -54,6 +83,8 @@ Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
     entries.push_back(ImageEntry{std::move(name), std::move(d)});
   }
   SortEntries(entries);
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  cache_ = Cached{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, entries};
   return entries;
 }
 

@@ -5,7 +5,11 @@
 // processes can tag at once and readers always see a whole file.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +80,21 @@ class ImageIndex {
 
   std::filesystem::path root_;
   const ContentStore* content_;
+
+  // The last index.json read, with the identity (device, inode, size, times)
+  // of the file it was read from: a later read that finds the same file takes
+  // the entries from here instead of reading and parsing it again. The file
+  // is only ever replaced by rename, so a new version is a new inode.
+  struct Cached {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    struct timespec mtime {};
+    struct timespec ctime {};
+    std::vector<ImageEntry> entries;
+  };
+  mutable std::mutex cache_mutex_;
+  mutable std::optional<Cached> cache_;
 };
 
 }  // namespace imgtool::store

@@ -35,10 +35,12 @@ bool IsHexId(std::string_view s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// NotFound when the store has no oci-layout yet.
 Status CheckLayout(const std::filesystem::path& root) {
   std::filesystem::path path = root / "oci-layout";
   Result<std::string> text = ReadFileToString(path, 1 << 16);
   if (!text) {
+    if (text.error().code() == ErrorCode::kNotFound) return std::move(text).error();
     return FailedPreconditionError("store " + root.string() + ": " + text.error().ToString());
   }
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
@@ -71,7 +73,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& root_in)
   std::error_code ec;
   std::filesystem::path root = std::filesystem::absolute(root_in, ec);
   if (ec) root = root_in;
-  if (!std::filesystem::exists(root, ec)) {
+  std::filesystem::file_status status = std::filesystem::status(root, ec);
+  if (status.type() == std::filesystem::file_type::not_found) {
     std::filesystem::create_directories(root, ec);
     if (ec) {
       return Error(ErrorCodeFromErrno(ec.value()),
@@ -79,16 +82,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& root_in)
     }
     // Image content may be private; only the owner reads the store.
     ::chmod(root.c_str(), 0700);
-  } else if (!std::filesystem::is_directory(root, ec)) {
+  } else if (ec) {
+    return Error(ErrorCodeFromErrno(ec.value()), "store " + root.string() + ": " + ec.message());
+  } else if (status.type() != std::filesystem::file_type::directory) {
     return FailedPreconditionError("store " + root.string() + " is not a directory");
   }
 
-  std::filesystem::path layout = root / "oci-layout";
-  if (!std::filesystem::exists(layout, ec)) {
+  Status layout = CheckLayout(root);
+  if (!layout && layout.error().code() == ErrorCode::kNotFound) {
     // Concurrent creators write identical bytes, so the race is harmless.
-    IMGTOOL_TRY(WriteFileAtomic(layout, kLayoutFile).Wrap("create store " + root.string()));
+    IMGTOOL_TRY(WriteFileAtomic(root / "oci-layout", kLayoutFile)
+                    .Wrap("create store " + root.string()));
+    layout = CheckLayout(root);
   }
-  IMGTOOL_TRY(CheckLayout(root));
+  if (!layout) {
+    if (layout.error().code() != ErrorCode::kNotFound) return std::move(layout).error();
+    return FailedPreconditionError("store " + root.string() + ": " + layout.error().ToString());
+  }
 
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<LocalContentStore> content,
                            LocalContentStore::Open(root).Wrap("open store " + root.string()));

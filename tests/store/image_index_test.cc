@@ -228,6 +228,23 @@ TEST_F(ImageIndexTest, ConcurrentProcessesLoseNoTag) {
   EXPECT_TRUE(names.contains("docker.io/library/p7:19"));
 }
 
+// Entries read once are kept for the same file only: a change made through
+// another ImageIndex (another process) is seen by the next read.
+TEST_F(ImageIndexTest, ReadsAfterAnotherWriterSeeItsChange) {
+  ASSERT_TRUE(index_->Set(Ref("busybox"), ManifestDescriptor('a')));
+  ASSERT_EQ(index_->List()->size(), 1u);
+  EXPECT_EQ(index_->Resolve(Ref("busybox"))->digest, ManifestDescriptor('a').digest);
+
+  ImageIndex other(dir_->path());
+  ASSERT_TRUE(other.Set(Ref("alpine"), ManifestDescriptor('b')));
+  ASSERT_TRUE(other.Set(Ref("busybox"), ManifestDescriptor('c')));
+  EXPECT_EQ(index_->List()->size(), 2u);
+  EXPECT_EQ(index_->Resolve(Ref("busybox"))->digest, ManifestDescriptor('c').digest);
+  ASSERT_TRUE(other.Remove(Ref("alpine")));
+  EXPECT_EQ(index_->Resolve(Ref("alpine")).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(index_->List()->size(), 1u);
+}
+
 TEST_F(ImageIndexTest, CorruptIndexIsAnErrorNamingTheFile) {
   ::imgtool::testing::WriteTestFile(dir_->path() / "index.json", "{\"schemaVersion\":2,");
   Result<std::vector<ImageEntry>> entries = index_->List();
