@@ -88,15 +88,18 @@ class CgroupManager {  // one per container
   virtual Status EnterWithThisThread() {
     return NotFoundError("only cgroup v1 moves a thread alone");
   }
-  // v1, optional: opens ahead, from any thread, the files that the thread
-  // `tid` writes to enter the cgroup and to go back where it is now, so that
-  // its EnterWithThisThread and LeaveWithThisThread are one write per
-  // hierarchy, without a walk through cgroupfs paths. Other threads enter and
-  // leave as before. v2: nothing to do.
-  virtual Status PrepareEnter(pid_t tid) {
-    (void)tid;
-    return OkStatus();
-  }
+  // v1, optional: opens ahead, from any thread, the `tasks` file of each of
+  // the cgroup's hierarchies, so that a newly cloned process moves itself in
+  // with one write of "0" to each (TakeSelfEntryFiles) before it does anything
+  // else: a move of oneself, without the RCU wait of AddProcess, and without
+  // the cloning thread entering before the clone and leaving after it (one
+  // write per hierarchy each way, on the path to the container's start). The
+  // clone itself is not counted against pids.max, as it happens outside.
+  // v2: nothing to do (CLONE_INTO_CGROUP).
+  virtual Status PrepareSelfEntry() { return OkStatus(); }
+  // Hands over the files PrepareSelfEntry opened (close-on-exec), in
+  // hierarchy order; empty when it opened none (or they were taken).
+  virtual std::vector<UniqueFd> TakeSelfEntryFiles() { return {}; }
   // Moves the calling thread back to the cgroups it left in
   // EnterWithThisThread and restores pids.max.
   virtual Status LeaveWithThisThread() { return OkStatus(); }

@@ -184,60 +184,44 @@ Status CgroupV1::AddProcess(pid_t pid) {
   return OkStatus();
 }
 
-Status CgroupV1::MoveThisThread(const Target& target) {
-  if (!target.tasks) return WriteCgroupFile(target.dir, "tasks", "0");
-  if (::write(target.tasks.get(), "0", 1) != 1) {
-    return ErrnoError("write " + (target.dir / "tasks").string());
-  }
-  return OkStatus();
+Status CgroupV1::MoveThisThread(const std::filesystem::path& dir) {
+  return WriteCgroupFile(dir, "tasks", "0");
 }
 
-Status CgroupV1::CollectTargets(const std::string& proc_cgroup, bool open_ahead,
-                                std::vector<Target>* into, std::vector<Target>* from) const {
+Status CgroupV1::CollectTargets(std::vector<std::filesystem::path>* into,
+                                std::vector<std::filesystem::path>* from) const {
+  const std::string proc_cgroup = "/proc/thread-self/cgroup";
   IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString(proc_cgroup, 1u << 16));
-  auto target = [open_ahead](std::filesystem::path dir) -> Result<Target> {
-    UniqueFd tasks;
-    if (open_ahead) {
-      tasks.reset(::open((dir / "tasks").c_str(), O_WRONLY | O_CLOEXEC));
-      if (!tasks) return ErrnoError("open " + (dir / "tasks").string());
-    }
-    return Target{std::move(dir), std::move(tasks)};
-  };
   for (const Hierarchy& h : hierarchies_) {
     std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
     if (!path) {
       return FailedPreconditionError(proc_cgroup + " lists no cgroup of " + h.mount.string());
     }
-    IMGTOOL_ASSIGN_OR_RETURN(Target in, target(h.dir));
-    IMGTOOL_ASSIGN_OR_RETURN(Target back, target(h.mount / *path));
-    into->push_back(std::move(in));
-    from->push_back(std::move(back));
+    into->push_back(h.dir);
+    from->push_back(h.mount / *path);
   }
   return OkStatus();
 }
 
-Status CgroupV1::PrepareEnter(pid_t tid) {
-  std::vector<Target> enter;
-  std::vector<Target> leave;
-  IMGTOOL_TRY(CollectTargets(StrCat("/proc/self/task/", tid, "/cgroup"), true, &enter, &leave));
-  prepared_tid_ = tid;
-  prepared_enter_ = std::move(enter);
-  prepared_leave_ = std::move(leave);
+Status CgroupV1::PrepareSelfEntry() {
+  std::vector<UniqueFd> files;
+  for (const Hierarchy& h : hierarchies_) {
+    std::filesystem::path tasks = h.dir / "tasks";
+    UniqueFd fd(::open(tasks.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return ErrnoError("open " + tasks.string());
+    files.push_back(std::move(fd));
+  }
+  self_entry_ = std::move(files);
   return OkStatus();
 }
+
+std::vector<UniqueFd> CgroupV1::TakeSelfEntryFiles() { return std::move(self_entry_); }
 
 Status CgroupV1::EnterWithThisThread() {
   if (!left_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
-  std::vector<Target> into;
-  std::vector<Target> from;
-  if (prepared_tid_ == ::gettid()) {
-    // Good for one stay: the thread is back where it was after it.
-    prepared_tid_ = 0;
-    into = std::move(prepared_enter_);
-    from = std::move(prepared_leave_);
-  } else {
-    IMGTOOL_TRY(CollectTargets("/proc/thread-self/cgroup", false, &into, &from));
-  }
+  std::vector<std::filesystem::path> into;
+  std::vector<std::filesystem::path> from;
+  IMGTOOL_TRY(CollectTargets(&into, &from));
   for (size_t i = 0; i < into.size(); ++i) {
     Status moved = MoveThisThread(into[i]);
     if (!moved) {
@@ -275,8 +259,8 @@ Status CgroupV1::RaisePidsMaxForThisThread() {
 
 Status CgroupV1::LeaveWithThisThread() {
   Status first;
-  for (const Target& target : left_) {
-    Status moved = MoveThisThread(target);
+  for (const std::filesystem::path& dir : left_) {
+    Status moved = MoveThisThread(dir);
     if (!moved && first) first = std::move(moved).error().Wrap("move this thread back");
   }
   left_.clear();

@@ -25,7 +25,8 @@ class CgroupV1 : public CgroupManager {
   Result<UniqueFd> DirFdForCloneIntoCgroup() override;
   Status AddProcess(pid_t pid) override;
   Status EnterWithThisThread() override;
-  Status PrepareEnter(pid_t tid) override;
+  Status PrepareSelfEntry() override;
+  std::vector<UniqueFd> TakeSelfEntryFiles() override;
   Status LeaveWithThisThread() override;
   Result<bool> OomKilled() override;
   Status Kill(int sig) override;
@@ -58,26 +59,17 @@ class CgroupV1 : public CgroupManager {
   bool created_ = false;               // by Create (else joined, as by exec)
   std::optional<int64_t> pids_limit_;  // as given to Create
   std::optional<int64_t> entered_pids_limit_;  // pids.max while the thread is in, less one
-  // A dir to move the thread to, and its tasks file when opened ahead.
-  struct Target {
-    std::filesystem::path dir;
-    UniqueFd tasks;
-  };
-  // Writes "0" (the writing thread) to the target's tasks file.
-  static Status MoveThisThread(const Target& target);
-  // From `proc_cgroup` (a thread's /proc/.../cgroup): per hierarchy, the
-  // container's dir (`into`) and the one the thread is in (`from`), with
-  // their tasks files opened when `open_ahead`.
-  Status CollectTargets(const std::string& proc_cgroup, bool open_ahead, std::vector<Target>* into,
-                        std::vector<Target>* from) const;
+  // Writes "0" (the writing thread) to the tasks file of `dir`.
+  static Status MoveThisThread(const std::filesystem::path& dir);
+  // From /proc/thread-self/cgroup: per hierarchy, the container's dir
+  // (`into`) and the one the thread is in (`from`).
+  Status CollectTargets(std::vector<std::filesystem::path>* into,
+                        std::vector<std::filesystem::path>* from) const;
 
   // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
-  std::vector<Target> left_;
-  // Set by PrepareEnter for the thread `prepared_tid_`: the tasks files of
-  // the container's dirs, and of the dirs the thread is in (for left_).
-  pid_t prepared_tid_ = 0;
-  std::vector<Target> prepared_enter_;
-  std::vector<Target> prepared_leave_;
+  std::vector<std::filesystem::path> left_;
+  // Opened by PrepareSelfEntry: the tasks file of each hierarchy's dir.
+  std::vector<UniqueFd> self_entry_;
 };
 
 }  // namespace imgtool::runner

@@ -111,6 +111,9 @@ struct ChildPlan {
   // the process sits in at the time.
   bool cgroup_namespace_after_wait = false;
   bool user_namespace = false;
+  // The container's cgroup `tasks` files (v1, TakeSelfEntryFiles):
+  // the child moves itself in with a write to each before anything else.
+  std::vector<int> cgroup_entry_fds;
   bool bring_up_loopback = false;
   // A network namespace made ahead (lo up) to join instead of a new one.
   int netns_fd = -1;
@@ -141,6 +144,10 @@ ChildStatus BecomeNamespaceRoot() noexcept {
 }
 
 ChildStatus SetUpContainerInChild(const ChildPlan& plan, ChildChannel* channel) noexcept {
+  for (int fd : plan.cgroup_entry_fds) {
+    if (::write(fd, "0", 1) != 1) return ChildStatus::Failure(errno, "move into the cgroup");
+    ::close(fd);
+  }
   // Device nodes and dirs get exactly the modes the plan names; the command
   // gets umask 022 back before exec.
   ::umask(0);
@@ -316,7 +323,6 @@ std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
   std::unique_ptr<EarlyStart> early(new EarlyStart());
   early->id_ = container_id;
   early->resources_ = resources;
-  early->starter_tid_ = ::gettid();
   // The threads start with every signal blocked: a SIGINT meant for the
   // container (which Start blocks and forwards) must never find a thread
   // with the default action, which would end imgtool.
@@ -353,8 +359,7 @@ Status EarlyStart::Make() {
   }
   IMGTOOL_ASSIGN_OR_RETURN(manager_, NewCgroupManager(id_, layout_));
   IMGTOOL_TRY(manager_->Create(resources_).Wrap("container " + id_ + ": cgroup"));
-  // The thread that began this is the one that will clone the container.
-  if (Status prepared = manager_->PrepareEnter(starter_tid_); !prepared) {
+  if (Status prepared = manager_->PrepareSelfEntry(); !prepared) {
     LogDebug("container ", id_, ": cgroup entry not prepared: ", prepared.error().ToString());
   }
   return OkStatus();
@@ -538,11 +543,17 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       return std::move(fd).error().Wrap("container " + spec.id + ": cgroup");
     }
   }
-  IMGTOOL_ASSIGN_OR_RETURN(std::optional<ThreadInCgroup> thread_in_cgroup,
-                           EnterForClone(c->cgroup_.get(), cgroup_fd.get())
-                               .Wrap("container " + spec.id + ": cgroup"));
+  // v1: the child moves itself into the cgroup with files opened ahead; in a
+  // user namespace it may not write them, and the parent adds it instead.
+  std::vector<UniqueFd> cgroup_entry;
+  if (c->cgroup_ && !cgroup_fd && !userns) cgroup_entry = c->cgroup_->TakeSelfEntryFiles();
+  IMGTOOL_ASSIGN_OR_RETURN(
+      std::optional<ThreadInCgroup> thread_in_cgroup,
+      EnterForClone(cgroup_entry.empty() ? c->cgroup_.get() : nullptr, cgroup_fd.get())
+          .Wrap("container " + spec.id + ": cgroup"));
   ChildPlan plan;
-  const bool join_cgroup = c->cgroup_ && !cgroup_fd && !thread_in_cgroup;
+  const bool join_cgroup =
+      c->cgroup_ && !cgroup_fd && !thread_in_cgroup && cgroup_entry.empty();
   plan.wait_before_setup = userns;
   // With a pids limit, the thread in the cgroup raised pids.max by one for
   // itself and restores it when it leaves: the command starts only after
@@ -552,6 +563,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
       !userns && (join_cgroup || c->network_ != nullptr || restore_pids_max);
   plan.cgroup_namespace_after_wait = plan.wait_before_exec && join_cgroup;
   plan.user_namespace = userns;
+  for (const UniqueFd& file : cgroup_entry) plan.cgroup_entry_fds.push_back(file.get());
   plan.bring_up_loopback = own_netns && !c->network_ && !premade_netns;
   plan.netns_fd = premade_netns.get();
   plan.hostname = c->hostname_;

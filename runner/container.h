@@ -64,7 +64,6 @@ class EarlyStart {
 
   std::string id_;
   CgroupResources resources_;
-  pid_t starter_tid_ = 0;  // the thread that called Begin
   std::thread thread_;         // Make
   std::thread netns_thread_;   // MakeNetworkNamespace
   Status made_;

@@ -278,49 +278,71 @@ TEST_F(CgroupV1Test, ThreadEntersACgroupItJoinsWithItsPidsLimit) {
   ExpectGone("joined");
 }
 
-// PrepareEnter, run on another thread (the early start's), opens the tasks
-// files for the thread named: that thread's enter and leave write to them.
-// The dirs are renamed after the files were opened, so a move by path would
-// fail. Another thread enters by path as before.
-TEST_F(CgroupV1Test, PreparedThreadEntersAndLeavesThroughFilesOpenedAhead) {
+// PrepareSelfEntry, run on another thread (the early start's), opens the
+// cgroup's tasks files; a forked child moves itself in with one write to
+// each, and the thread that forked it never moves. The dirs are renamed
+// after the files were opened, so a move by path would fail. The files are
+// handed over once.
+TEST_F(CgroupV1Test, ChildMovesItselfInThroughFilesOpenedAhead) {
   auto manager = NewCgroupManager("prepared", layout_);
   ASSERT_TRUE(manager);
-  ASSERT_TRUE((*manager)->Create(CgroupResources{}));
-  const pid_t tid = gettid();
-  const std::string self = "/proc/self/task/" + std::to_string(tid);
+  CgroupResources resources;
+  resources.pids_limit = 1;
+  ASSERT_TRUE((*manager)->Create(resources));
+  const std::string self = "/proc/self/task/" + std::to_string(gettid());
   const std::string before = CgroupOf(self, "pids");
   Status prepared = OkStatus();
-  std::thread([&] { prepared = (*manager)->PrepareEnter(tid); }).join();
+  std::thread([&] { prepared = (*manager)->PrepareSelfEntry(); }).join();
   ASSERT_TRUE(prepared) << prepared.error().ToString();
 
+  // The hierarchies the manager made a dir in.
   std::set<std::filesystem::path> mounts;
-  for (const auto& [controller, mount] : layout_.v1_mounts) mounts.insert(mount);
+  for (const auto& [controller, mount] : layout_.v1_mounts) {
+    if (std::filesystem::exists(mount / layout_.parent / "prepared")) mounts.insert(mount);
+  }
   auto rename_all = [&](const char* from, const char* to) {
     for (const std::filesystem::path& mount : mounts) {
       std::filesystem::path parent = mount / layout_.parent;
-      if (!std::filesystem::exists(parent / from)) continue;
       ASSERT_EQ(rename((parent / from).c_str(), (parent / to).c_str()), 0)
           << parent << ": " << strerror(errno);
     }
   };
   rename_all("prepared", "renamed");
-  auto entered = (*manager)->EnterWithThisThread();
-  ASSERT_TRUE(entered) << entered.error().ToString();
-  EXPECT_EQ(CgroupOf(self, "pids"), layout_.parent + "/renamed");
-  EXPECT_EQ(CgroupOf(self, "memory"), layout_.parent + "/renamed");
-  auto left = (*manager)->LeaveWithThisThread();
-  ASSERT_TRUE(left) << left.error().ToString();
-  EXPECT_EQ(CgroupOf(self, "pids"), before);
-  rename_all("renamed", "prepared");
+  std::vector<UniqueFd> files = (*manager)->TakeSelfEntryFiles();
+  EXPECT_EQ(files.size(), mounts.size());
+  EXPECT_TRUE((*manager)->TakeSelfEntryFiles().empty());
 
-  // Prepared for another thread: this one goes by path.
-  std::thread([&] { prepared = (*manager)->PrepareEnter(gettid()); }).join();
-  ASSERT_TRUE(prepared) << prepared.error().ToString();
-  entered = (*manager)->EnterWithThisThread();
-  ASSERT_TRUE(entered) << entered.error().ToString();
-  EXPECT_EQ(CgroupOf(self, "pids"), layout_.parent + "/prepared");
-  ASSERT_TRUE((*manager)->LeaveWithThisThread());
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Moves itself in, although pids.max (1) is reached once it is in.
+    for (const UniqueFd& file : files) {
+      if (write(file.get(), "0", 1) != 1) _exit(1);
+    }
+    Result<std::string> own = ReadFileToString("/proc/self/cgroup");
+    if (!own) _exit(2);
+    (void)!write(pipe_fds[1], own->data(), own->size());
+    _exit(0);
+  }
+  close(pipe_fds[1]);
+  std::string child_cgroups;
+  char buf[4096];
+  for (ssize_t n; (n = read(pipe_fds[0], buf, sizeof buf)) > 0;) child_cgroups.append(buf, n);
+  close(pipe_fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  for (const std::filesystem::path& mount : mounts) {
+    const std::string controller = mount.filename().string();
+    EXPECT_NE(child_cgroups.find(":" + controller + ":/" + layout_.parent + "/renamed\n"),
+              std::string::npos)
+        << controller << " in:\n" << child_cgroups;
+  }
   EXPECT_EQ(CgroupOf(self, "pids"), before);
+  files.clear();
+  rename_all("renamed", "prepared");
   ASSERT_TRUE((*manager)->Destroy());
   ExpectGone("prepared");
   ExpectGone("renamed");
