@@ -405,6 +405,10 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   c->network_mode_ = spec.network.mode;
   const bool own_netns = spec.network.mode != NetworkMode::kHost;
   const bool userns = spec.userns == UserNamespaceMode::kAuto;
+  // The overlay is made meanwhile (in a user namespace it is idmapped, after
+  // the plans below).
+  RootfsAhead rootfs_ahead;
+  if (!userns) rootfs_ahead.Begin(spec.rootfs_mounts);
 
   IMGTOOL_ASSIGN_OR_RETURN(
       CapabilitySet caps,
@@ -507,7 +511,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
             IMGTOOL_ASSIGN_OR_RETURN(user, ResolveUser(root_fd, user_spec));
             return PrepareRootfsPlan(&rootfs_plan, root_fd);
           },
-          idmap_userns ? &idmap : nullptr)
+          idmap_userns ? &idmap : nullptr, rootfs_ahead.Take())
           .Wrap("container " + spec.id));
   idmap_userns.reset();
 

@@ -8,8 +8,10 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "common/log.h"
 #include "common/safe_path.h"
@@ -660,11 +662,11 @@ Status AddEtcTargetsLayer(std::vector<Mount>* mounts, const std::filesystem::pat
 
 Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::filesystem::path& dir,
                               const std::function<Status(int root_fd)>& inspect,
-                              const MountIdmap* idmap) {
+                              const MountIdmap* idmap, std::optional<Result<UniqueFd>> ahead) {
   // A lone overlay is made as a detached mount and handed over as it is:
   // nothing is mounted on the host, so nothing has to be unmounted there.
   if (idmap == nullptr && mounts.size() == 1) {
-    Result<UniqueFd> detached = MountDetached(mounts.front());
+    Result<UniqueFd> detached = ahead ? std::move(*ahead) : MountDetached(mounts.front());
     if (detached) {
       if (inspect) IMGTOOL_TRY(inspect(detached->get()));
       return std::move(*detached);
@@ -705,6 +707,30 @@ Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::files
   if (!tree) return ErrnoError("clone the rootfs mount of " + dir.string() + " (open_tree)");
   // `guards` unmount (lazily) on return: the clone keeps the filesystem.
   return tree;
+}
+
+void RootfsAhead::Begin(const std::vector<Mount>& mounts) {
+  if (thread_.joinable() || made_ || mounts.size() != 1) return;
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  try {
+    thread_ = std::thread([this, mount = mounts.front()] { made_.emplace(MountDetached(mount)); });
+  } catch (const std::system_error& error) {
+    LogDebug("rootfs made in line: ", error.what());
+  }
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+}
+
+std::optional<Result<UniqueFd>> RootfsAhead::Take() {
+  if (thread_.joinable()) thread_.join();
+  std::optional<Result<UniqueFd>> made = std::move(made_);
+  made_.reset();
+  return made;
+}
+
+RootfsAhead::~RootfsAhead() {
+  if (thread_.joinable()) thread_.join();
 }
 
 ChildStatus SetupRootfs(const RootfsPlan& plan, int tree_fd) noexcept {
