@@ -125,6 +125,9 @@ int RemoveContentsAt(int dir_fd, int depth) {
         if (::unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT) continue;
         // DT_UNKNOWN (some filesystems) may still be a directory.
         if (entry->d_type != DT_UNKNOWN || (errno != EISDIR && errno != EPERM)) return errno;
+      } else if (::unlinkat(dir_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT) {
+        // An empty directory goes at once: no open and listing of it.
+        continue;
       }
       int child = ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (child < 0) return errno;

@@ -1,10 +1,13 @@
 #include "overlay/snapshotter.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
@@ -80,15 +83,55 @@ bool IsDecimal(std::string_view text) {
   return true;
 }
 
-Result<Metadata> LoadMetadata(const fs::path& path) {
+// The last metadata.json read, per path, with the identity (device, inode,
+// size, times) of the file it came from: `imgtool run` reads it twice (the
+// layers' state, then the stack over them), and a read that finds the same
+// file takes the parsed copy. The file is only ever replaced by rename.
+struct CachedMetadata {
+  struct stat st {};
   Metadata metadata;
-  Result<std::string> text = ReadFileToString(path);
-  if (!text) {
-    if (text.error().code() == ErrorCode::kNotFound) return metadata;
-    return std::move(text).error();
+};
+std::mutex g_metadata_cache_mutex;
+std::map<std::string, CachedMetadata> g_metadata_cache;
+
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text);
+
+Result<Metadata> LoadMetadata(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Metadata();
+    return ErrnoError("stat " + path.string());
   }
+  {
+    std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
+    auto it = g_metadata_cache.find(path.string());
+    if (it != g_metadata_cache.end() && SameFile(it->second.st, st)) return it->second.metadata;
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return Metadata();
+    return ErrnoError("open " + path.string());
+  }
+  // The identity kept is the one of the file actually read.
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path.string());
+  IMGTOOL_ASSIGN_OR_RETURN(std::string text,
+                           ReadFdToString(fd.get()).Wrap("read " + path.string()));
+  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, ParseMetadata(path, text));
+  std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
+  g_metadata_cache[path.string()] = CachedMetadata{st, metadata};
+  return metadata;
+}
+
+Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text) {
+  Metadata metadata;
   try {
-    json doc = json::parse(*text);
+    json doc = json::parse(text);
     if (doc.at("version").get<int>() != kMetadataVersion) {
       return DataLossError("snapshot metadata " + path.string() + ": unsupported version " +
                            doc.at("version").dump());
