@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -179,13 +178,13 @@ SnapshotInfo InfoOf(const std::string& name, const Metadata::Entry& entry) {
 
 // Inside a user namespace overlayfs keeps its whiteout and opaque markers in
 // user.overlay.* xattrs, and only with "userxattr".
+// The initial user namespace's nsfs inode is fixed (PROC_USER_INIT_INO):
+// one stat instead of reading and parsing uid_map.
 bool InUserNamespace() {
-  std::ifstream in("/proc/self/uid_map");
-  uint64_t inside = 0, outside = 0, count = 0;
-  if (!(in >> inside >> outside >> count)) return false;
-  uint64_t more = 0;
-  bool has_more = static_cast<bool>(in >> more);
-  return inside != 0 || outside != 0 || count != 4294967295u || has_more;
+  constexpr ino_t kInitialUserNamespaceInode = 0xEFFFFFFDu;
+  struct stat st {};
+  if (::stat("/proc/self/ns/user", &st) != 0) return false;
+  return st.st_ino != kInitialUserNamespaceInode;
 }
 
 Result<Usage> DiskUsage(const fs::path& dir) {

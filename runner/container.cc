@@ -367,7 +367,8 @@ Status EarlyStart::Make() {
 
 void EarlyStart::MakeNetworkNamespace() {
   // Not having one only means the clone makes it.
-  Result<UniqueFd> netns = NewNetworkNamespaceFd();
+  // The thread ends right after: it may stay in the namespace.
+  Result<UniqueFd> netns = NewNetworkNamespaceFd(/*stay=*/true);
   if (netns) {
     netns_ = std::move(*netns);
   } else {

@@ -168,9 +168,12 @@ Status BringUpLoopback() {
   return OkStatus();
 }
 
-Result<UniqueFd> NewNetworkNamespaceFd() {
-  UniqueFd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!own) return ErrnoError("open /proc/thread-self/ns/net");
+Result<UniqueFd> NewNetworkNamespaceFd(bool stay) {
+  UniqueFd own;
+  if (!stay) {
+    own.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!own) return ErrnoError("open /proc/thread-self/ns/net");
+  }
   // Only this thread moves (a network namespace is per thread), and only
   // until the setns back below.
   if (::unshare(CLONE_NEWNET) != 0) return ErrnoError("new network namespace");
@@ -184,7 +187,7 @@ Result<UniqueFd> NewNetworkNamespaceFd() {
     failure = ErrnoError("set the loopback interface up", err);
     failed = true;
   }
-  if (::setns(own.get(), CLONE_NEWNET) != 0) {
+  if (!stay && ::setns(own.get(), CLONE_NEWNET) != 0) {
     // A thread left in the wrong network namespace must not go on.
     LogLine(LogLevel::kError, StrCat("return to the network namespace: ", std::strerror(errno)));
     std::abort();

@@ -108,8 +108,10 @@ Status BringUpLoopback();
 // A new network namespace with lo up, held only by the returned fd, for a
 // container to join (setns) instead of making its own at clone: made ahead,
 // off the container's start. The calling thread is back in its own
-// namespace on return. The namespace belongs to the caller's user namespace.
-Result<UniqueFd> NewNetworkNamespaceFd();
+// namespace on return, unless `stay`: a thread that ends right after (the
+// early start's) is left in the new one, which saves it the way back. The
+// namespace belongs to the caller's user namespace.
+Result<UniqueFd> NewNetworkNamespaceFd(bool stay = false);
 
 // After a crash of imgtool: releases IPAM entries and port rules of containers
 // for which `is_live(id)` is false. Bridge and NAT rules stay (shared).

@@ -103,9 +103,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& root_in)
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<LocalContentStore> content,
                            LocalContentStore::Open(root).Wrap("open store " + root.string()));
   std::unique_ptr<Store> store(new Store(root, std::move(content)));
-  IMGTOOL_TRY(store->index_->InitIfMissing());
-  // Fail early (and clearly) on a damaged index.json rather than on first use.
-  IMGTOOL_TRY(store->index_->List().Wrap("open store " + root.string()));
+  // Fail early (and clearly) on a damaged index.json rather than on first use;
+  // the entries read are kept for that use (ImageIndex).
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<ImageEntry> entries,
+                           store->index_->List().Wrap("open store " + root.string()));
+  if (entries.empty()) IMGTOOL_TRY(store->index_->InitIfMissing());
   return store;
 }
 

@@ -551,6 +551,28 @@ TEST(NoneNetworkTest, NamespaceMadeAheadHasLoUpAndLeavesTheCallerWhereItWas) {
   EXPECT_NE(second.st_ino, made.st_ino);
 }
 
+// For a thread that ends right after (the early start's): it stays in the
+// namespace it made, and the process's other threads are untouched.
+TEST(NoneNetworkTest, NamespaceMadeAheadCanKeepItsThread) {
+  IMGTOOL_REQUIRE_ROOT();
+  struct stat main_before {};
+  ASSERT_EQ(stat("/proc/thread-self/ns/net", &main_before), 0);
+  struct stat thread_after {};
+  Result<UniqueFd> netns = InternalError("not run");
+  std::thread([&] {
+    netns = NewNetworkNamespaceFd(/*stay=*/true);
+    stat("/proc/thread-self/ns/net", &thread_after);
+  }).join();
+  ASSERT_TRUE(netns) << netns.error().ToString();
+  struct stat made {};
+  ASSERT_EQ(fstat(netns->get(), &made), 0);
+  EXPECT_EQ(thread_after.st_ino, made.st_ino) << "the thread stayed in the new namespace";
+  struct stat main_after {};
+  ASSERT_EQ(stat("/proc/thread-self/ns/net", &main_after), 0);
+  EXPECT_EQ(main_after.st_ino, main_before.st_ino);
+  InNetns(netns->get(), [] { EXPECT_TRUE(Interfaces()["lo"].up); });
+}
+
 // Bridge attach+detach cost, as `imgtool run --net bridge` pays it per run.
 TEST_F(BridgeNetworkTest, AttachDetachTiming) {
   constexpr int kRounds = 15;
