@@ -1,6 +1,7 @@
 // Small file helpers: full reads and writes, and atomic replace (temp, fsync, rename).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -32,6 +33,13 @@ Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
                        mode_t mode = 0644);
 
 Status FsyncPath(const std::filesystem::path& path);
+
+// True when `a` and `b` describe the same file, unchanged between them: the
+// same device, inode, size, mtime and ctime. For files only ever replaced by
+// rename (index.json, snapshot metadata), a new version is a new inode, and
+// an in-place write changes the times (to the nanosecond where the kernel
+// hands out fine-grained ctimes to a file whose ctime was looked at).
+bool SameFileUnchanged(const struct stat& a, const struct stat& b);
 
 Result<UniqueFd> OpenFile(const std::filesystem::path& path, int flags, mode_t mode = 0);
 

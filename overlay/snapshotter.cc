@@ -93,12 +93,6 @@ struct CachedMetadata {
 std::mutex g_metadata_cache_mutex;
 std::map<std::string, CachedMetadata> g_metadata_cache;
 
-bool SameFile(const struct stat& a, const struct stat& b) {
-  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
-         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
-         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
-}
-
 Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text);
 
 Result<Metadata> LoadMetadata(const fs::path& path) {
@@ -110,7 +104,9 @@ Result<Metadata> LoadMetadata(const fs::path& path) {
   {
     std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
     auto it = g_metadata_cache.find(path.string());
-    if (it != g_metadata_cache.end() && SameFile(it->second.st, st)) return it->second.metadata;
+    if (it != g_metadata_cache.end() && SameFileUnchanged(it->second.st, st)) {
+      return it->second.metadata;
+    }
   }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {

@@ -44,17 +44,6 @@ Status ImageIndex::InitIfMissing() {
   return WriteFileAtomic(IndexPath(), kEmptyIndex).Wrap("create " + IndexPath().string());
 }
 
-namespace {
-
-bool SameFile(const struct stat& st, dev_t dev, ino_t ino, off_t size, const struct timespec& mtime,
-              const struct timespec& ctime) {
-  return st.st_dev == dev && st.st_ino == ino && st.st_size == size &&
-         st.st_mtim.tv_sec == mtime.tv_sec && st.st_mtim.tv_nsec == mtime.tv_nsec &&
-         st.st_ctim.tv_sec == ctime.tv_sec && st.st_ctim.tv_nsec == ctime.tv_nsec;
-}
-
-}  // namespace
-
 Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
   const std::filesystem::path path = IndexPath();
   struct stat st {};
@@ -64,10 +53,7 @@ Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
   }
   {
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_ && SameFile(st, cache_->dev, cache_->ino, cache_->size, cache_->mtime,
-                           cache_->ctime)) {
-      return cache_->entries;
-    }
+    if (cache_ && SameFileUnchanged(cache_->st, st)) return cache_->entries;
   }
   // The identity kept is the one of the file actually read.
   IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
@@ -84,7 +70,7 @@ Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
   }
   SortEntries(entries);
   std::lock_guard<std::mutex> lock(cache_mutex_);
-  cache_ = Cached{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, entries};
+  cache_ = Cached{st, entries};
   return entries;
 }
 

@@ -86,11 +86,7 @@ class ImageIndex {
   // the entries from here instead of reading and parsing it again. The file
   // is only ever replaced by rename, so a new version is a new inode.
   struct Cached {
-    dev_t dev = 0;
-    ino_t ino = 0;
-    off_t size = 0;
-    struct timespec mtime {};
-    struct timespec ctime {};
+    struct stat st {};
     std::vector<ImageEntry> entries;
   };
   mutable std::mutex cache_mutex_;
