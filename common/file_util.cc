@@ -68,6 +68,13 @@ Result<std::string> ReadFileToString(const std::filesystem::path& path, size_t m
   return ReadFdToString(fd.get(), max_size).Wrap("read " + path.string());
 }
 
+Result<std::string> ReadFileToStringWithStat(const std::filesystem::path& path, size_t max_size,
+                                             struct stat* st) {
+  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  if (::fstat(fd.get(), st) != 0) return ErrnoError("stat " + path.string());
+  return ReadFdToString(fd.get(), max_size).Wrap("read " + path.string());
+}
+
 Status FsyncPath(const std::filesystem::path& path) {
   IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
   if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path.string());

@@ -25,6 +25,10 @@ Result<size_t> ReadFull(int fd, void* data, size_t size);
 // Reads a whole file; files larger than `max_size` are InvalidArgument.
 Result<std::string> ReadFileToString(const std::filesystem::path& path,
                                      size_t max_size = 64u << 20);
+// The same, with the stat of the very fd read in `*st` (for caches that go
+// by SameFileUnchanged).
+Result<std::string> ReadFileToStringWithStat(const std::filesystem::path& path, size_t max_size,
+                                             struct stat* st);
 Result<std::string> ReadFdToString(int fd, size_t max_size = 64u << 20);
 
 // Replaces `path` atomically: writes a temp file beside it, fsyncs it, renames it

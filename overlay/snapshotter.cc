@@ -1,6 +1,5 @@
 #include "overlay/snapshotter.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -108,16 +107,12 @@ Result<Metadata> LoadMetadata(const fs::path& path) {
       return it->second.metadata;
     }
   }
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) {
-    if (errno == ENOENT) return Metadata();
-    return ErrnoError("open " + path.string());
+  Result<std::string> text = ReadFileToStringWithStat(path, 64u << 20, &st);
+  if (!text) {
+    if (text.error().code() == ErrorCode::kNotFound) return Metadata();
+    return std::move(text).error();
   }
-  // The identity kept is the one of the file actually read.
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path.string());
-  IMGTOOL_ASSIGN_OR_RETURN(std::string text,
-                           ReadFdToString(fd.get()).Wrap("read " + path.string()));
-  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, ParseMetadata(path, text));
+  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, ParseMetadata(path, *text));
   std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
   g_metadata_cache[path.string()] = CachedMetadata{st, metadata};
   return metadata;

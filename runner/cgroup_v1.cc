@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -184,25 +183,6 @@ Status CgroupV1::AddProcess(pid_t pid) {
   return OkStatus();
 }
 
-Status CgroupV1::MoveThisThread(const std::filesystem::path& dir) {
-  return WriteCgroupFile(dir, "tasks", "0");
-}
-
-Status CgroupV1::CollectTargets(std::vector<std::filesystem::path>* into,
-                                std::vector<std::filesystem::path>* from) const {
-  const std::string proc_cgroup = "/proc/thread-self/cgroup";
-  IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString(proc_cgroup, 1u << 16));
-  for (const Hierarchy& h : hierarchies_) {
-    std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
-    if (!path) {
-      return FailedPreconditionError(proc_cgroup + " lists no cgroup of " + h.mount.string());
-    }
-    into->push_back(h.dir);
-    from->push_back(h.mount / *path);
-  }
-  return OkStatus();
-}
-
 Status CgroupV1::PrepareSelfEntry() {
   std::vector<UniqueFd> files;
   for (const Hierarchy& h : hierarchies_) {
@@ -218,20 +198,27 @@ Status CgroupV1::PrepareSelfEntry() {
 std::vector<UniqueFd> CgroupV1::TakeSelfEntryFiles() { return std::move(self_entry_); }
 
 Status CgroupV1::EnterWithThisThread() {
-  if (!left_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
-  std::vector<std::filesystem::path> into;
+  if (!left_dirs_.empty()) return FailedPreconditionError("the thread is in the cgroup already");
+  IMGTOOL_ASSIGN_OR_RETURN(std::string own, ReadFileToString("/proc/thread-self/cgroup", 1u << 16));
   std::vector<std::filesystem::path> from;
-  IMGTOOL_TRY(CollectTargets(&into, &from));
-  for (size_t i = 0; i < into.size(); ++i) {
-    Status moved = MoveThisThread(into[i]);
+  for (const Hierarchy& h : hierarchies_) {
+    std::optional<std::string> path = V1CgroupPathOf(own, h.controllers);
+    if (!path) {
+      return FailedPreconditionError("/proc/thread-self/cgroup lists no cgroup of " +
+                                     h.mount.string());
+    }
+    from.push_back(h.mount / *path);
+  }
+  // "0" is the writing thread itself.
+  for (size_t i = 0; i < hierarchies_.size(); ++i) {
+    Status moved = WriteCgroupFile(hierarchies_[i].dir, "tasks", "0");
     if (!moved) {
-      from.resize(i);
-      left_ = std::move(from);
+      left_dirs_.assign(from.begin(), from.begin() + static_cast<std::ptrdiff_t>(i));
       (void)LeaveWithThisThread();
       return std::move(moved).error().Wrap("move this thread into the cgroup");
     }
   }
-  left_ = std::move(from);
+  left_dirs_ = std::move(from);
   // The thread counts against pids.max while it is in. A cgroup this
   // manager did not create (exec joining a container) has its limit read.
   Status raised = RaisePidsMaxForThisThread();
@@ -259,11 +246,11 @@ Status CgroupV1::RaisePidsMaxForThisThread() {
 
 Status CgroupV1::LeaveWithThisThread() {
   Status first;
-  for (const std::filesystem::path& dir : left_) {
-    Status moved = MoveThisThread(dir);
+  for (const std::filesystem::path& dir : left_dirs_) {
+    Status moved = WriteCgroupFile(dir, "tasks", "0");
     if (!moved && first) first = std::move(moved).error().Wrap("move this thread back");
   }
-  left_.clear();
+  left_dirs_.clear();
   if (entered_pids_limit_) {
     Status restored = WritePidsMax(*entered_pids_limit_, 0);
     if (!restored && first) first = std::move(restored);

@@ -59,15 +59,8 @@ class CgroupV1 : public CgroupManager {
   bool created_ = false;               // by Create (else joined, as by exec)
   std::optional<int64_t> pids_limit_;  // as given to Create
   std::optional<int64_t> entered_pids_limit_;  // pids.max while the thread is in, less one
-  // Writes "0" (the writing thread) to the tasks file of `dir`.
-  static Status MoveThisThread(const std::filesystem::path& dir);
-  // From /proc/thread-self/cgroup: per hierarchy, the container's dir
-  // (`into`) and the one the thread is in (`from`).
-  Status CollectTargets(std::vector<std::filesystem::path>* into,
-                        std::vector<std::filesystem::path>* from) const;
-
   // Where EnterWithThisThread found the thread, one dir per hierarchy it left.
-  std::vector<std::filesystem::path> left_;
+  std::vector<std::filesystem::path> left_dirs_;
   // Opened by PrepareSelfEntry: the tasks file of each hierarchy's dir.
   std::vector<UniqueFd> self_entry_;
 };

@@ -20,6 +20,7 @@
 
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/signal_block.h"
 #include "runner/caps.h"
 #include "runner/cgroup_detect.h"
 #include "runner/init.h"
@@ -323,12 +324,9 @@ std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
   std::unique_ptr<EarlyStart> early(new EarlyStart());
   early->id_ = container_id;
   early->resources_ = resources;
-  // The threads start with every signal blocked: a SIGINT meant for the
-  // container (which Start blocks and forwards) must never find a thread
-  // with the default action, which would end imgtool.
-  sigset_t all, saved;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  // The threads start with every signal blocked (a SIGINT is forwarded to
+  // the container by the caller).
+  AllSignalsBlocked blocked;
   try {
     // The namespace takes longest (the kernel sets up every per-network
     // subsystem): on a thread of its own, begun first. Two threads beside
@@ -341,7 +339,6 @@ std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
     LogDebug("cgroup of container ", container_id, " made in line: ", error.what());
     if (!early->thread_.joinable()) early->made_ = early->Make();
   }
-  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return early;
 }
 

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <csignal>
 #include <cstring>
 #include <system_error>
 
 #include "common/log.h"
 #include "common/safe_path.h"
+#include "common/signal_block.h"
 #include "common/temp_dir.h"
 
 namespace imgtool::runner {
@@ -711,15 +711,12 @@ Result<UniqueFd> DetachRootfs(const std::vector<Mount>& mounts, const std::files
 
 void RootfsAhead::Begin(const std::vector<Mount>& mounts) {
   if (thread_.joinable() || made_ || mounts.size() != 1) return;
-  sigset_t all, saved;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  AllSignalsBlocked blocked;
   try {
     thread_ = std::thread([this, mount = mounts.front()] { made_.emplace(MountDetached(mount)); });
   } catch (const std::system_error& error) {
     LogDebug("rootfs made in line: ", error.what());
   }
-  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
 std::optional<Result<UniqueFd>> RootfsAhead::Take() {

@@ -1,7 +1,5 @@
 #include "store/image_index.h"
 
-#include <fcntl.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <set>
@@ -55,11 +53,7 @@ Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_ && SameFileUnchanged(cache_->st, st)) return cache_->entries;
   }
-  // The identity kept is the one of the file actually read.
-  IMGTOOL_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path.string());
-  IMGTOOL_ASSIGN_OR_RETURN(std::string text,
-                           ReadFdToString(fd.get(), kMaxIndexSize).Wrap("read " + path.string()));
+  IMGTOOL_ASSIGN_OR_RETURN(std::string text, ReadFileToStringWithStat(path, kMaxIndexSize, &st));
   Result<Index> index = ParseIndex(text);
   if (!index) return std::move(index).error().Wrap(IndexPath().string());
   std::vector<ImageEntry> entries;

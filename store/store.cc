@@ -35,12 +35,16 @@ bool IsHexId(std::string_view s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// NotFound when the store has no oci-layout yet.
+// Checks the store's oci-layout file, written first when there is none.
 Status CheckLayout(const std::filesystem::path& root) {
   std::filesystem::path path = root / "oci-layout";
   Result<std::string> text = ReadFileToString(path, 1 << 16);
+  if (!text && text.error().code() == ErrorCode::kNotFound) {
+    // Concurrent creators write identical bytes, so the race is harmless.
+    IMGTOOL_TRY(WriteFileAtomic(path, kLayoutFile).Wrap("create store " + root.string()));
+    text = ReadFileToString(path, 1 << 16);
+  }
   if (!text) {
-    if (text.error().code() == ErrorCode::kNotFound) return std::move(text).error();
     return FailedPreconditionError("store " + root.string() + ": " + text.error().ToString());
   }
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
@@ -88,17 +92,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& root_in)
     return FailedPreconditionError("store " + root.string() + " is not a directory");
   }
 
-  Status layout = CheckLayout(root);
-  if (!layout && layout.error().code() == ErrorCode::kNotFound) {
-    // Concurrent creators write identical bytes, so the race is harmless.
-    IMGTOOL_TRY(WriteFileAtomic(root / "oci-layout", kLayoutFile)
-                    .Wrap("create store " + root.string()));
-    layout = CheckLayout(root);
-  }
-  if (!layout) {
-    if (layout.error().code() != ErrorCode::kNotFound) return std::move(layout).error();
-    return FailedPreconditionError("store " + root.string() + ": " + layout.error().ToString());
-  }
+  IMGTOOL_TRY(CheckLayout(root));
 
   IMGTOOL_ASSIGN_OR_RETURN(std::unique_ptr<LocalContentStore> content,
                            LocalContentStore::Open(root).Wrap("open store " + root.string()));
