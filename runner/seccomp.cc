@@ -22,6 +22,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "runner/seccomp_compact.h"
 
 namespace imgtool::runner {
 
@@ -333,7 +334,7 @@ Result<SeccompProfile> LoadSeccompProfile(const std::string& path) {
   return ParseSeccompProfile(text).Wrap(path);
 }
 
-Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, CapabilitySet caps) {
+Result<SeccompProgram> LibseccompProgram(const SeccompProfile& profile, CapabilitySet caps) {
   uint32_t default_action =
       ToLibseccompAction(profile.default_action, std::nullopt, profile.default_errno);
   ContextPtr ctx(seccomp_init(default_action));
@@ -380,6 +381,15 @@ Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, Capa
   program.instructions.resize(bytes / sizeof(struct sock_filter));
   if (::pread(memfd.get(), program.instructions.data(), bytes, 0) != static_cast<ssize_t>(bytes)) {
     return ErrnoError("seccomp: read the exported filter");
+  }
+  return program;
+}
+
+Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, CapabilitySet caps) {
+  IMGTOOL_ASSIGN_OR_RETURN(SeccompProgram program, LibseccompProgram(profile, caps));
+  if (std::optional<std::vector<struct sock_filter>> compact =
+          CompactSyscallDispatch(program.instructions)) {
+    program.instructions = std::move(*compact);
   }
   return program;
 }
@@ -501,7 +511,7 @@ std::optional<SeccompProgram> EmbeddedDefaultSeccompProgram(CapabilitySet caps) 
 
 std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps) {
   const scmp_version* version = seccomp_version();
-  std::string text = StrCat("imgtool-seccomp-v1\n", version->major, ".", version->minor, ".",
+  std::string text = StrCat("imgtool-seccomp-v2\n", version->major, ".", version->minor, ".",
                             version->micro, "\n", seccomp_arch_native(), "\n", caps.mask(), "\n",
                             static_cast<int>(profile.default_action), " ",
                             profile.default_errno.value_or(-1), "\n");

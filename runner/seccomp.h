@@ -84,19 +84,24 @@ struct SeccompProgram {
   std::vector<struct sock_filter> instructions;
 };
 
-// Compiles `profile` for a container with capabilities `caps`.
+// Compiles `profile` for a container with capabilities `caps`: libseccomp's
+// filter with its syscall dispatch made shorter (runner/seccomp_compact.h).
 Result<SeccompProgram> CompileSeccompProfile(const SeccompProfile& profile, CapabilitySet caps);
 
 // The same, through caches: libseccomp takes milliseconds for a profile of a
 // few hundred rules, a fair share of a container's whole start. Programs are
 // kept in memory for the process and as files in `cache_dir` (when not empty),
-// keyed by a hash of the profile, the capabilities, the architecture and the
-// libseccomp version. The dir is created 0700 and used only while it and its
-// files belong to the caller and nobody else can write them; a file whose
-// checksum does not match is compiled again.
+// keyed by a hash of the profile, the capabilities, the architecture, the
+// libseccomp version and the form of the program. The dir is created 0700
+// and used only while it and its files belong to the caller and nobody else
+// can write them; a file whose checksum does not match is compiled again.
 Result<SeccompProgram> CompileSeccompProfileCached(const SeccompProfile& profile,
                                                    CapabilitySet caps,
                                                    const std::filesystem::path& cache_dir);
+
+// The filter exactly as libseccomp writes it, before CompileSeccompProfile
+// makes it shorter.
+Result<SeccompProgram> LibseccompProgram(const SeccompProfile& profile, CapabilitySet caps);
 
 // DefaultSeccompProfile compiled for `caps` at build time (runner/gen), when
 // `caps` is the set it was compiled for (docker's default, DefaultCapabilities)
