@@ -10,9 +10,11 @@
 # /sys/fs/cgroup/unified is hidden under an empty tmpfs: all commands see the
 # same (v1) layout there.
 #
-# Usage (root): bench/run.sh [RUNS]
+# Usage (root): bench/run.sh [RUNS]   (default 100 runs of each command: with
+# 30, a slow spell of the VM's host during one command's block of about a
+# third of a second moved that command's median by up to 2 ms)
 source "$(dirname "$0")/lib.sh"
-runs=${1:-30}
+runs=${1:-100}
 bench_mount
 d=$BENCH_DIR/run
 cleanup() {
