@@ -389,7 +389,6 @@ Result<runner::ContainerSpec> BuildContainerSpec(const RunFlags& flags,
 
 Result<runner::CgroupResources> ParseResourceFlags(const RunFlags& flags) {
   runner::CgroupResources resources;
-  resources.all_devices = flags.privileged;
   if (!flags.memory.empty()) {
     IMGTOOL_ASSIGN_OR_RETURN(int64_t bytes, ParseByteSize(flags.memory).Wrap("--memory"));
     resources.memory_bytes = bytes;

@@ -318,6 +318,12 @@ std::string ResolvConfContent(std::string_view host_resolv_conf,
   return out;
 }
 
+CgroupResources CgroupResourcesOf(const ContainerSpec& spec) {
+  CgroupResources resources = spec.resources;
+  resources.all_devices = spec.security.privileged;
+  return resources;
+}
+
 std::unique_ptr<EarlyStart> EarlyStart::Begin(const std::string& container_id,
                                                const CgroupResources& resources,
                                                bool network_namespace) {
@@ -430,9 +436,7 @@ Result<std::unique_ptr<Container>> Container::Start(const ContainerSpec& spec, c
   UniqueFd cgroup_fd;
   UniqueFd premade_netns;
   if (spec.own_cgroup) {
-    // Device nodes are limited to docker's list unless --privileged.
-    CgroupResources resources = spec.resources;
-    resources.all_devices = spec.security.privileged;
+    CgroupResources resources = CgroupResourcesOf(spec);
     if (!early) early = EarlyStart::Begin(spec.id, resources, false);
     if (early->id_ != spec.id || early->resources_ != resources) {
       return InvalidArgumentError("container " + spec.id +

@@ -44,8 +44,13 @@ namespace imgtool::runner {
 // Container::Start waits for them and takes them over (a failure to make the
 // cgroup is the start's failure; without the namespace the clone makes one);
 // unused, they are removed.
+// The cgroup settings of `spec`: its limits, and every device node allowed
+// when it is --privileged (docker's default list otherwise).
+CgroupResources CgroupResourcesOf(const ContainerSpec& spec);
+
 class EarlyStart {
  public:
+  // `resources` must be CgroupResourcesOf the spec Container::Start is given.
   static std::unique_ptr<EarlyStart> Begin(const std::string& container_id,
                                            const CgroupResources& resources,
                                            bool network_namespace);
