@@ -335,8 +335,7 @@ Result<int> RunRun(const Context& context, RunFlags flags, std::vector<std::stri
     // runner/container.h). A detached container's are made by its supervisor.
     bool network_namespace = spec.network.mode != runner::NetworkMode::kHost &&
                              spec.userns != runner::UserNamespaceMode::kAuto;
-    early_start =
-        runner::EarlyStart::Begin(id, runner::CgroupResourcesOf(spec), network_namespace);
+    early_start = runner::EarlyStart::Begin(id, runner::CgroupResourcesOf(spec), network_namespace);
     Timer().Mark("begin the cgroup and netns");
   }
   ContainerStore containers(context.ContainersRoot());
