@@ -511,7 +511,7 @@ std::optional<SeccompProgram> EmbeddedDefaultSeccompProgram(CapabilitySet caps) 
 
 std::string SeccompCacheKey(const SeccompProfile& profile, CapabilitySet caps) {
   const scmp_version* version = seccomp_version();
-  std::string text = StrCat("imgtool-seccomp-v2\n", version->major, ".", version->minor, ".",
+  std::string text = StrCat("imgtool-seccomp-v3\n", version->major, ".", version->minor, ".",
                             version->micro, "\n", seccomp_arch_native(), "\n", caps.mask(), "\n",
                             static_cast<int>(profile.default_action), " ",
                             profile.default_errno.value_or(-1), "\n");

@@ -145,16 +145,26 @@ struct Slot {
   size_t old_pc = kNone;
 };
 
+// How far a conditional jump reaches (jt and jf are 8 bits).
+constexpr size_t kMaxJump = 255;
+
 class Layout {
  public:
-  explicit Layout(size_t old_size) : new_pc_of_old_(old_size, kNone) {}
+  // With `leaf_slots`, each range of a search ends in an instruction of its
+  // own, next to the compare that chose it: a copy of the return the range
+  // leaves to, or a jump there (32-bit). Longer, but no compare has to
+  // reach past the searches and argument checks between it and the
+  // instruction the range leaves to (libseccomp's filters for several
+  // architectures need that).
+  Layout(std::span<const sock_filter> program, bool leaf_slots)
+      : program_(program), leaf_slots_(leaf_slots), new_pc_of_old_(program.size(), kNone) {}
 
-  void Keep(std::span<const sock_filter> program, size_t pc) {
+  void Keep(size_t pc) {
     new_pc_of_old_[pc] = slots_.size();
     Slot slot;
-    slot.f = program[pc];
+    slot.f = program_[pc];
     slot.old_pc = pc;
-    const sock_filter& f = program[pc];
+    const sock_filter& f = program_[pc];
     if (IsJa(f)) {
       slot.ja = {false, pc + 1 + f.k};
     } else if (IsJump(f)) {
@@ -165,8 +175,8 @@ class Layout {
   }
 
   // The search for `dispatch`, in its entry's place: a balanced tree of
-  // "A >= lo" over the ranges, each leaf a jump straight to where the range
-  // left the old dispatch.
+  // "A >= lo" over the ranges, leading to where each range left the old
+  // dispatch.
   void Search(const Dispatch& dispatch) {
     new_pc_of_old_[dispatch.entry] = slots_.size();
     const std::vector<Interval>& ranges = dispatch.intervals;
@@ -208,16 +218,50 @@ class Layout {
   }
 
  private:
+  // Instructions a search over ranges [first, end) takes.
+  size_t TreeSize(size_t first, size_t end) const {
+    if (end - first == 1) return leaf_slots_ ? 1 : 0;
+    size_t mid = first + (end - first) / 2;
+    size_t below = TreeSize(first, mid);
+    return 1 + (below > kMaxJump ? 1 : 0) + below + TreeSize(mid, end);
+  }
+
+  // The compare, then the search below it, then the one above it; a
+  // compare whose "above" lies out of reach jumps there through the
+  // instruction after it.
   Target Tree(const std::vector<Interval>& ranges, size_t first, size_t end) {
-    if (end - first == 1) return {false, ranges[first].exit};
+    if (end - first == 1) {
+      size_t exit = ranges[first].exit;
+      if (!leaf_slots_) return {false, exit};
+      Slot leaf;
+      if (IsRet(program_[exit])) {
+        leaf.f = program_[exit];
+      } else {
+        leaf.f = BPF_STMT(BPF_JMP | BPF_JA, 0);
+        leaf.ja = {false, exit};
+      }
+      slots_.push_back(leaf);
+      return {true, slots_.size() - 1};
+    }
     size_t mid = first + (end - first) / 2;
     size_t index = slots_.size();
     slots_.push_back(Slot{});
     slots_[index].f = BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, ranges[mid].lo, 0, 0);
+    size_t trampoline = kNone;
+    if (TreeSize(first, mid) > kMaxJump) {
+      trampoline = slots_.size();
+      slots_.push_back(Slot{});
+      slots_[trampoline].f = BPF_STMT(BPF_JMP | BPF_JA, 0);
+    }
     Target below = Tree(ranges, first, mid);
     Target above = Tree(ranges, mid, end);
-    slots_[index].jt = above;
     slots_[index].jf = below;
+    if (trampoline != kNone) {
+      slots_[trampoline].ja = above;
+      slots_[index].jt = {true, trampoline};
+    } else {
+      slots_[index].jt = above;
+    }
     return {true, index};
   }
 
@@ -229,6 +273,8 @@ class Layout {
     return to - from - 1;
   }
 
+  std::span<const sock_filter> program_;
+  bool leaf_slots_;
   std::vector<size_t> new_pc_of_old_;
   std::vector<Slot> slots_;
 };
@@ -440,16 +486,22 @@ std::optional<std::vector<sock_filter>> CompactSyscallDispatch(
   }
   if (dispatches.empty()) return std::nullopt;
 
-  Layout layout(size);
-  size_t next_dispatch = 0;
-  for (size_t pc = 0; pc < size; ++pc) {
-    if (next_dispatch < dispatches.size() && dispatches[next_dispatch].entry == pc) {
-      layout.Search(dispatches[next_dispatch++]);
-    } else if (!claimed[pc]) {
-      layout.Keep(program, pc);
+  // Each range's compare jumping straight to where it leaves to is the
+  // shortest; when a jump does not reach, each range gets an instruction.
+  std::optional<std::vector<sock_filter>> compact;
+  for (bool leaf_slots : {false, true}) {
+    Layout layout(program, leaf_slots);
+    size_t next_dispatch = 0;
+    for (size_t pc = 0; pc < size; ++pc) {
+      if (next_dispatch < dispatches.size() && dispatches[next_dispatch].entry == pc) {
+        layout.Search(dispatches[next_dispatch++]);
+      } else if (!claimed[pc]) {
+        layout.Keep(pc);
+      }
     }
+    compact = layout.Resolve();
+    if (compact) break;
   }
-  std::optional<std::vector<sock_filter>> compact = layout.Resolve();
   if (!compact || compact->size() >= size) return std::nullopt;
   if (!SameVerdicts(program, *compact, dispatches)) return std::nullopt;
   return compact;

@@ -146,6 +146,25 @@ TEST(SeccompCompactTest, EveryArchitecturesDispatchIsCompacted) {
 }
 #endif
 
+#if defined(__x86_64__)
+// Docker's profile for x86_64, i386 and x32 (as its archMap has it): 1,236
+// instructions, whose compares are too far from the argument checks and
+// returns they lead to for an 8-bit jump. Each range then gets an
+// instruction of its own.
+TEST(SeccompCompactTest, FarTargetsGetAnInstructionPerRange) {
+  SeccompProfile profile = DefaultSeccompProfile();
+  profile.architectures = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+  Result<SeccompProgram> original = LibseccompProgram(profile, DefaultCapabilities());
+  ASSERT_TRUE(original.has_value()) << original.error().ToString();
+  ASSERT_GT(original->instructions.size(), 1000u);
+  std::optional<Program> compact = CompactSyscallDispatch(original->instructions);
+  ASSERT_TRUE(compact.has_value());
+  EXPECT_LT(compact->size() * 2, original->instructions.size())
+      << compact->size() << " of " << original->instructions.size() << " instructions";
+  ExpectSameVerdicts(original->instructions, *compact, {AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0});
+}
+#endif
+
 // A list of compares, one per syscall (libseccomp without its tree), where
 // 0..9 are allowed but 5, and 100.. is refused.
 Program LinearDispatch() {

@@ -5,11 +5,10 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <sys/stat.h>
 
 #include <filesystem>
 #include <functional>
@@ -80,7 +79,8 @@ TEST(SeccompProfileTest, RefusesBadProfilesWithAReason) {
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"action": "SCMP_ACT_ALLOW"}]})",
        "no names"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": "read",
-           "action": "SCMP_ACT_ALLOW"}]})", "wrong type"},
+           "action": "SCMP_ACT_ALLOW"}]})",
+       "wrong type"},
       {R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"],
            "action": "SCMP_ACT_ALLOW", "args": [{"index": 7, "value": 1, "op": "SCMP_CMP_EQ"}]}]})",
        "index 7"},
@@ -187,8 +187,8 @@ TEST(SeccompCompileTest, DefaultProfileBlocksWhatItShould) {
       {"bpf", [] { return ::syscall(SYS_bpf, 0, nullptr, 0); }, EPERM},
       {"perf_event_open", [] { return ::syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0); },
        EPERM},
-      {"clone(NEWUSER)",
-       [] { return ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0); }, EPERM},
+      {"clone(NEWUSER)", [] { return ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0); },
+       EPERM},
       {"clone3", [] { return ::syscall(SYS_clone3, nullptr, 0); }, ENOSYS},
   };
   for (const Case& c : cases) {
@@ -197,13 +197,35 @@ TEST(SeccompCompileTest, DefaultProfileBlocksWhatItShould) {
   }
 }
 
+// The shortened filter of a profile for three architectures (its searches
+// reach their targets through instructions of their own) is one the kernel
+// takes, and decides as the profile says.
+TEST(SeccompCompileTest, MultiArchitectureFilterInstallsAndDecides) {
+  SeccompProfile profile = DefaultSeccompProfile();
+#if defined(__x86_64__)
+  profile.architectures = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+#endif
+  Result<SeccompProgram> program = CompileSeccompProfile(profile, DefaultCapabilities());
+  ASSERT_TRUE(program.has_value()) << program.error().ToString();
+  EXPECT_EQ(RunFiltered(*program, [] { return ::syscall(SYS_getpid) > 0 ? 0 : 1; }), 0);
+  EXPECT_EQ(
+      RunFiltered(*program,
+                  [] { return ErrnoOf(::syscall(SYS_mount, "none", "/", "tmpfs", 0, nullptr)); }),
+      EPERM);
+  EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_unshare, CLONE_NEWUSER)); }),
+            EPERM);
+  EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_clone3, nullptr, 0)); }),
+            ENOSYS);
+}
+
 TEST(SeccompCompileTest, CapabilitiesOpenTheirSyscalls) {
   CapabilitySet caps = DefaultCapabilities();
   caps.Add(21);  // CAP_SYS_ADMIN
   Result<SeccompProgram> program = CompileSeccompProfile(DefaultSeccompProfile(), caps);
   ASSERT_TRUE(program.has_value());
   // The filter lets umount2 through; the kernel then answers for itself.
-  int got = RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_umount2, "/nonexistent", 0)); });
+  int got =
+      RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_umount2, "/nonexistent", 0)); });
   EXPECT_NE(got, EPERM);
   EXPECT_NE(got, 0);
 }
@@ -223,9 +245,10 @@ TEST(SeccompCompileTest, ProfileRulesAndErrnoValuesApply) {
   ASSERT_TRUE(program.has_value()) << program.error().ToString();
   EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_getppid)); }), 13);
   EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_personality, 8)); }), EPERM);
-  EXPECT_EQ(RunFiltered(*program,
-                        [] { return ErrnoOf(::syscall(SYS_personality, 0xffffffff)) == 0 ? 0 : 1; }),
-            0);
+  EXPECT_EQ(
+      RunFiltered(*program,
+                  [] { return ErrnoOf(::syscall(SYS_personality, 0xffffffff)) == 0 ? 0 : 1; }),
+      0);
   // The CAP_SYS_ADMIN rule does not apply to a default container.
   EXPECT_EQ(RunFiltered(*program, [] { return ErrnoOf(::syscall(SYS_mkdirat, -1, "", 0)); }),
             ENOENT);
