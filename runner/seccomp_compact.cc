@@ -204,7 +204,7 @@ class Layout {
       } else if (IsJump(f)) {
         std::optional<size_t> jt = Offset(i, slot.jt);
         std::optional<size_t> jf = Offset(i, slot.jf);
-        if (!jt || !jf || *jt > 255 || *jf > 255) return std::nullopt;
+        if (!jt || !jf || *jt > kMaxJump || *jf > kMaxJump) return std::nullopt;
         f.jt = static_cast<uint8_t>(*jt);
         f.jf = static_cast<uint8_t>(*jf);
       } else if (!IsRet(f)) {
