@@ -10,6 +10,7 @@
 #include <system_error>
 #include <utility>
 
+#include "common/file_cache.h"
 #include "common/file_lock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -81,43 +82,6 @@ bool IsDecimal(std::string_view text) {
   return true;
 }
 
-// The last metadata.json read, per path, with the identity (device, inode,
-// size, times) of the file it came from: `imgtool run` reads it twice (the
-// layers' state, then the stack over them), and a read that finds the same
-// file takes the parsed copy. The file is only ever replaced by rename.
-struct CachedMetadata {
-  struct stat st {};
-  Metadata metadata;
-};
-std::mutex g_metadata_cache_mutex;
-std::map<std::string, CachedMetadata> g_metadata_cache;
-
-Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text);
-
-Result<Metadata> LoadMetadata(const fs::path& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return Metadata();
-    return ErrnoError("stat " + path.string());
-  }
-  {
-    std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
-    auto it = g_metadata_cache.find(path.string());
-    if (it != g_metadata_cache.end() && SameFileUnchanged(it->second.st, st)) {
-      return it->second.metadata;
-    }
-  }
-  Result<std::string> text = ReadFileToStringWithStat(path, 64u << 20, &st);
-  if (!text) {
-    if (text.error().code() == ErrorCode::kNotFound) return Metadata();
-    return std::move(text).error();
-  }
-  IMGTOOL_ASSIGN_OR_RETURN(Metadata metadata, ParseMetadata(path, *text));
-  std::lock_guard<std::mutex> lock(g_metadata_cache_mutex);
-  g_metadata_cache[path.string()] = CachedMetadata{st, metadata};
-  return metadata;
-}
-
 Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text) {
   Metadata metadata;
   try {
@@ -146,6 +110,25 @@ Result<Metadata> ParseMetadata(const fs::path& path, const std::string& text) {
     return DataLossError("snapshot metadata " + path.string() + ": " + e.what());
   }
   return metadata;
+}
+
+// Per path, the last metadata.json read: `imgtool run` reads it twice (the
+// layers' state, then the stack over them), the second time from here.
+std::mutex g_metadata_caches_mutex;
+std::map<std::string, FileContentCache<Metadata>> g_metadata_caches;
+
+Result<Metadata> LoadMetadata(const fs::path& path) {
+  FileContentCache<Metadata>* cache = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_metadata_caches_mutex);
+    cache = &g_metadata_caches[path.string()];  // map nodes stay put
+  }
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<Metadata> metadata,
+                           cache->Get(path, 64u << 20, [&](const std::string& text) {
+                             return ParseMetadata(path, text);
+                           }));
+  if (!metadata) return Metadata();
+  return std::move(*metadata);
 }
 
 Status SaveMetadata(const fs::path& path, const Metadata& metadata) {

@@ -37,6 +37,10 @@
 
 namespace imgtool::runner {
 
+// The cgroup settings of `spec`: its limits, and every device node allowed
+// when it is --privileged (docker's default list otherwise).
+CgroupResources CgroupResourcesOf(const ContainerSpec& spec);
+
 // The parts of a container's start that need no image, for a caller that can
 // begin them before the rest is known (the image found, the snapshot ready):
 // the cgroup (claim, dirs and limits) and, when asked, a network namespace
@@ -44,10 +48,6 @@ namespace imgtool::runner {
 // Container::Start waits for them and takes them over (a failure to make the
 // cgroup is the start's failure; without the namespace the clone makes one);
 // unused, they are removed.
-// The cgroup settings of `spec`: its limits, and every device node allowed
-// when it is --privileged (docker's default list otherwise).
-CgroupResources CgroupResourcesOf(const ContainerSpec& spec);
-
 class EarlyStart {
  public:
   // `resources` must be CgroupResourcesOf the spec Container::Start is given.

@@ -1,7 +1,6 @@
 #include "store/image_index.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <set>
 
 #include "common/file_util.h"
@@ -43,29 +42,22 @@ Status ImageIndex::InitIfMissing() {
 }
 
 Result<std::vector<ImageEntry>> ImageIndex::ReadLocked() const {
-  const std::filesystem::path path = IndexPath();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return std::vector<ImageEntry>();
-    return ErrnoError("stat " + path.string());
-  }
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_ && SameFileUnchanged(cache_->st, st)) return cache_->entries;
-  }
-  IMGTOOL_ASSIGN_OR_RETURN(std::string text, ReadFileToStringWithStat(path, kMaxIndexSize, &st));
-  Result<Index> index = ParseIndex(text);
-  if (!index) return std::move(index).error().Wrap(IndexPath().string());
-  std::vector<ImageEntry> entries;
-  entries.reserve(index->manifests.size());
-  for (Descriptor& d : index->manifests) {
-    std::string name = d.RefName();
-    entries.push_back(ImageEntry{std::move(name), std::move(d)});
-  }
-  SortEntries(entries);
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  cache_ = Cached{st, entries};
-  return entries;
+  auto parse = [this](const std::string& text) -> Result<std::vector<ImageEntry>> {
+    Result<Index> index = ParseIndex(text);
+    if (!index) return std::move(index).error().Wrap(IndexPath().string());
+    std::vector<ImageEntry> entries;
+    entries.reserve(index->manifests.size());
+    for (Descriptor& d : index->manifests) {
+      std::string name = d.RefName();
+      entries.push_back(ImageEntry{std::move(name), std::move(d)});
+    }
+    SortEntries(entries);
+    return entries;
+  };
+  IMGTOOL_ASSIGN_OR_RETURN(std::optional<std::vector<ImageEntry>> entries,
+                           cache_.Get(IndexPath(), kMaxIndexSize, parse));
+  if (!entries) return std::vector<ImageEntry>();
+  return std::move(*entries);
 }
 
 Status ImageIndex::WriteLocked(std::vector<ImageEntry> entries) const {

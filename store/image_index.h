@@ -5,16 +5,13 @@
 // processes can tag at once and readers always see a whole file.
 #pragma once
 
-#include <sys/stat.h>
-
 #include <filesystem>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/error.h"
+#include "common/file_cache.h"
 #include "common/file_lock.h"
 #include "store/content_store.h"
 #include "store/oci_types.h"
@@ -81,16 +78,8 @@ class ImageIndex {
   std::filesystem::path root_;
   const ContentStore* content_;
 
-  // The last index.json read, with the identity (device, inode, size, times)
-  // of the file it was read from: a later read that finds the same file takes
-  // the entries from here instead of reading and parsing it again. The file
-  // is only ever replaced by rename, so a new version is a new inode.
-  struct Cached {
-    struct stat st {};
-    std::vector<ImageEntry> entries;
-  };
-  mutable std::mutex cache_mutex_;
-  mutable std::optional<Cached> cache_;
+  // The last index.json read (the file is only ever replaced by rename).
+  mutable FileContentCache<std::vector<ImageEntry>> cache_;
 };
 
 }  // namespace imgtool::store

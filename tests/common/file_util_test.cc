@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "common/file_cache.h"
 #include "common/temp_dir.h"
 #include "tests/support/test_util.h"
 
@@ -38,6 +39,46 @@ TEST(SameFileUnchangedTest, ReplaceAndWriteInPlaceAreChanges) {
   // kernel's timestamps, coarse on older kernels.)
   ::imgtool::testing::WriteTestFile(file, "third version");
   EXPECT_FALSE(SameFileUnchanged(replaced, StatOf(file)));
+}
+
+// FileContentCache parses a file once while it stays the same file, again
+// after a replace, and answers nullopt (no parse) for a missing file.
+TEST(FileContentCacheTest, ParsesOncePerVersionOfTheFile) {
+  Result<TempDir> dir = TempDir::Create("imgtool-file-cache-");
+  ASSERT_TRUE(dir);
+  fs::path file = dir->path() / "metadata.json";
+  FileContentCache<std::string> cache;
+  int parses = 0;
+  auto parse = [&parses](const std::string& text) -> Result<std::string> {
+    ++parses;
+    if (text == "bad") return InvalidArgumentError("bad contents");
+    return "parsed " + text;
+  };
+  Result<std::optional<std::string>> missing = cache.Get(file, 1024, parse);
+  ASSERT_TRUE(missing) << missing.error().ToString();
+  EXPECT_FALSE(missing->has_value());
+
+  ASSERT_TRUE(WriteFileAtomic(file, "one"));
+  for (int i = 0; i < 2; ++i) {
+    Result<std::optional<std::string>> got = cache.Get(file, 1024, parse);
+    ASSERT_TRUE(got && got->has_value());
+    EXPECT_EQ(**got, "parsed one");
+  }
+  EXPECT_EQ(parses, 1);
+
+  ASSERT_TRUE(WriteFileAtomic(file, "two"));
+  Result<std::optional<std::string>> replaced = cache.Get(file, 1024, parse);
+  ASSERT_TRUE(replaced && replaced->has_value());
+  EXPECT_EQ(**replaced, "parsed two");
+  EXPECT_EQ(parses, 2);
+
+  // A parse error is the caller's, and nothing is kept from it.
+  ASSERT_TRUE(WriteFileAtomic(file, "bad"));
+  Result<std::optional<std::string>> bad = cache.Get(file, 1024, parse);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().ToString().find("bad contents"), std::string::npos);
+  EXPECT_FALSE(cache.Get(file, 1024, parse));
+  EXPECT_EQ(parses, 4);
 }
 
 }  // namespace
