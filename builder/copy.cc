@@ -1,6 +1,5 @@
 #include "builder/copy.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <glob.h>
@@ -52,30 +51,8 @@ struct Entry {
 
 using Visitor = std::function<Status(const Entry&)>;
 
-Result<std::vector<std::string>> SortedNames(int dir_fd) {
-  int dup = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dup < 0) return ErrnoError("open directory");
-  DIR* dir = ::fdopendir(dup);
-  if (dir == nullptr) {
-    int saved = errno;
-    ::close(dup);
-    return ErrnoError("read directory", saved);
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (struct dirent* d = ::readdir(dir)) {
-    std::string_view name = d->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  int saved = errno;
-  ::closedir(dir);
-  if (saved != 0) return ErrnoError("read directory", saved);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 Status WalkDir(int dir_fd, const std::string& rel, const Visitor& visit) {
-  IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir_fd));
+  IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirNames(dir_fd));
   for (const std::string& name : names) {
     Entry entry;
     entry.rel = Join(rel, name);
@@ -163,7 +140,7 @@ Status RemoveAt(int dir_fd, const std::string& name) {
   if (S_ISDIR(st.st_mode)) {
     UniqueFd sub(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!sub) return ErrnoError("open " + name);
-    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(sub.get()));
+    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirNames(sub.get()));
     for (const std::string& child : names) IMGTOOL_TRY(RemoveAt(sub.get(), child));
     if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) return ErrnoError("rmdir " + name);
     return OkStatus();
@@ -344,7 +321,7 @@ Result<std::vector<CopySource>> FindRootSources(int root_fd,
       if (!HasGlob(parts[i])) return expand(Join(prefix, parts[i]), i + 1);
       auto dir = SafeOpenAt(root_fd, prefix, O_RDONLY | O_DIRECTORY);
       if (!dir) return OkStatus();  // not a directory: nothing below it matches
-      IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, SortedNames(dir->get()));
+      IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirNames(dir->get()));
       for (const std::string& name : names) {
         if (::fnmatch(parts[i].c_str(), name.c_str(), FNM_PERIOD) == 0) {
           IMGTOOL_TRY(expand(Join(prefix, name), i + 1));

@@ -1,9 +1,12 @@
 #include "common/file_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <memory>
 #include <random>
 
 #include "common/scope_guard.h"
@@ -43,6 +46,30 @@ Result<UniqueFd> OpenFile(const std::filesystem::path& path, int flags, mode_t m
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoError("open " + path.string());
   return UniqueFd(fd);
+}
+
+Result<std::vector<std::string>> ListDirNames(int dir_fd) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open directory");
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    int saved = errno;
+    ::close(fd);
+    return ErrnoError("open directory", saved);
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> owner(dir, ::closedir);
+  std::vector<std::string> names;
+  while (true) {
+    errno = 0;
+    struct dirent* entry = ::readdir(dir);
+    if (entry == nullptr) {
+      if (errno != 0) return ErrnoError("read directory");
+      std::sort(names.begin(), names.end());
+      return names;
+    }
+    std::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
 }
 
 Result<std::string> ReadFdToString(int fd, size_t max_size) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -46,5 +47,11 @@ Status FsyncPath(const std::filesystem::path& path);
 bool SameFileUnchanged(const struct stat& a, const struct stat& b);
 
 Result<UniqueFd> OpenFile(const std::filesystem::path& path, int flags, mode_t mode = 0);
+
+// The names in the directory open at `dir_fd`, without "." and "..", sorted
+// by byte value (the same order on every filesystem, for reproducible
+// output). Reads through a descriptor of its own, so `dir_fd` keeps its
+// offset and stays open.
+Result<std::vector<std::string>> ListDirNames(int dir_fd);
 
 }  // namespace imgtool

@@ -6,7 +6,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -24,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/safe_path.h"
 #include "common/scope_guard.h"
@@ -521,7 +521,7 @@ class EntryWriter {
     UniqueFd dir(fd);
     // Without root, a read-only directory from a lower layer would refuse unlinks.
     if (!privileged_) (void)::fchmod(dir.get(), 0700);
-    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> children, ListNames(dir.get()));
+    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> children, ListDirNames(dir.get()));
     for (const std::string& child : children) IMGTOOL_TRY(RemoveEntryAt(dir.get(), child));
     if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) return ErrnoError("remove " + name);
     return OkStatus();
@@ -538,30 +538,6 @@ class EntryWriter {
     return OkStatus();
   }
 
-  static Result<std::vector<std::string>> ListNames(int dir_fd) {
-    int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return ErrnoError("open directory");
-    DIR* dir = ::fdopendir(fd);
-    if (dir == nullptr) {
-      int saved = errno;
-      ::close(fd);
-      return ErrnoError("open directory", saved);
-    }
-    std::unique_ptr<DIR, int (*)(DIR*)> owner(dir, ::closedir);
-    std::vector<std::string> names;
-    while (true) {
-      errno = 0;
-      struct dirent* ent = ::readdir(dir);
-      if (ent == nullptr) {
-        if (errno != 0) return ErrnoError("read directory");
-        break;
-      }
-      std::string_view n = ent->d_name;
-      if (n != "." && n != "..") names.emplace_back(n);
-    }
-    return names;
-  }
-
   // -- kFlatten bookkeeping ----------------------------------------------------
 
   // Records `path` and its ancestors as written by this layer; opaque markers
@@ -573,7 +549,7 @@ class EntryWriter {
 
   // Removes everything under `dir_fd` that this layer did not write.
   Status PruneUntouched(int dir_fd, const std::string& dir) {
-    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListNames(dir_fd));
+    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirNames(dir_fd));
     for (const std::string& name : names) {
       std::string path = Join(dir, name);
       if (!Touched(path)) {

@@ -17,7 +17,6 @@
 //   mtime 0: they carry no metadata of their own, so none is recorded.
 #include "overlay/differ.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -131,32 +130,6 @@ Xattrs Filtered(Xattrs xattrs) {
   return xattrs;
 }
 
-Result<std::vector<std::string>> ListDir(int dir_fd) {
-  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("open directory");
-  DIR* dir = ::fdopendir(fd);
-  if (dir == nullptr) {
-    int saved = errno;
-    ::close(fd);
-    return ErrnoError("open directory", saved);
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> owner(dir, ::closedir);
-  std::vector<std::string> names;
-  while (true) {
-    errno = 0;
-    struct dirent* ent = ::readdir(dir);
-    if (ent == nullptr) {
-      if (errno != 0) return ErrnoError("read directory");
-      break;
-    }
-    std::string_view name = ent->d_name;
-    if (name == "." || name == "..") continue;
-    names.emplace_back(name);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 std::string ProcPath(int dir_fd, const std::string& name) {
   return StrCat("/proc/self/fd/", dir_fd, "/", name);
 }
@@ -207,7 +180,7 @@ class TreeWalker {
   }
 
   Status WalkDir(int dir_fd, const std::string& rel) {
-    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(dir_fd));
+    IMGTOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirNames(dir_fd));
     for (const std::string& name : names) {
       std::string path = JoinPath(rel, name);
       Status status = WriteEntry(dir_fd, rel, name, path);

@@ -184,6 +184,16 @@ std::optional<int64_t> FindKeyedValue(std::string_view text, std::string_view ke
   return std::nullopt;
 }
 
+std::vector<LimitController> ControllersFor(const CgroupResources& r) {
+  std::vector<LimitController> out;
+  if (r.memory_bytes) out.push_back({"memory", "--memory"});
+  if (r.cpus) out.push_back({"cpu", "--cpus"});
+  if (r.cpu_shares) out.push_back({"cpu", "--cpu-shares"});
+  if (r.cpuset_cpus) out.push_back({"cpuset", "--cpuset-cpus"});
+  if (r.pids_limit) out.push_back({"pids", "--pids-limit"});
+  return out;
+}
+
 Status ValidateCgroupResources(const CgroupResources& r) {
   if (r.memory_bytes && *r.memory_bytes <= 0) {
     return InvalidArgumentError(StrCat("--memory ", *r.memory_bytes, ": must be positive"));

@@ -54,6 +54,16 @@ std::optional<int64_t> FindKeyedValue(std::string_view text, std::string_view ke
 // Rejects contradictory or out-of-range limits before anything is written.
 Status ValidateCgroupResources(const CgroupResources& resources);
 
+// A controller a limit needs, with the flag that set the limit.
+struct LimitController {
+  std::string_view controller;  // "memory"
+  std::string_view flag;        // "--memory"
+};
+// The controllers the limits in `resources` need, in the order of the flags
+// (--memory, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit). Both
+// managers refuse a limit whose controller they lack, naming its flag.
+std::vector<LimitController> ControllersFor(const CgroupResources& resources);
+
 // --cpus as a CFS quota over a 100 ms period: {quota_us, period_us}.
 struct CpuQuota {
   int64_t quota_us;

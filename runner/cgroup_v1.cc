@@ -65,18 +65,12 @@ std::string CgroupV1::Path() const {
 
 Status CgroupV1::Create(const CgroupResources& resources) {
   IMGTOOL_TRY(ValidateCgroupResources(resources));
-  auto need = [&](bool wanted, const char* controller, const char* flag) -> Status {
-    if (wanted && Find(controller) == nullptr) {
+  for (const LimitController& need : ControllersFor(resources)) {
+    if (Find(need.controller) == nullptr) {
       return FailedPreconditionError(
-          StrCat(flag, ": the cgroup v1 ", controller, " controller is not mounted"));
+          StrCat(need.flag, ": the cgroup v1 ", need.controller, " controller is not mounted"));
     }
-    return OkStatus();
-  };
-  IMGTOOL_TRY(need(resources.memory_bytes.has_value(), "memory", "--memory"));
-  IMGTOOL_TRY(need(resources.cpus.has_value(), "cpu", "--cpus"));
-  IMGTOOL_TRY(need(resources.cpu_shares.has_value(), "cpu", "--cpu-shares"));
-  IMGTOOL_TRY(need(resources.cpuset_cpus.has_value(), "cpuset", "--cpuset-cpus"));
-  IMGTOOL_TRY(need(resources.pids_limit.has_value(), "pids", "--pids-limit"));
+  }
   if (hierarchies_.empty()) {
     return FailedPreconditionError("no cgroup v1 hierarchy holds memory, cpu, cpuset or pids");
   }

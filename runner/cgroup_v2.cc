@@ -57,18 +57,12 @@ Status CgroupV2::EnableControllers(const std::filesystem::path& dir) {
 
 Status CgroupV2::Create(const CgroupResources& resources) {
   IMGTOOL_TRY(ValidateCgroupResources(resources));
-  auto need = [&](bool wanted, const char* controller, const char* flag) -> Status {
-    if (wanted && !available_.contains(controller)) {
-      return FailedPreconditionError(
-          StrCat(flag, ": the ", controller, " controller is not available in ", root_.string()));
+  for (const LimitController& need : ControllersFor(resources)) {
+    if (!available_.contains(std::string(need.controller))) {
+      return FailedPreconditionError(StrCat(need.flag, ": the ", need.controller,
+                                            " controller is not available in ", root_.string()));
     }
-    return OkStatus();
-  };
-  IMGTOOL_TRY(need(resources.memory_bytes.has_value(), "memory", "--memory"));
-  IMGTOOL_TRY(need(resources.cpus.has_value(), "cpu", "--cpus"));
-  IMGTOOL_TRY(need(resources.cpu_shares.has_value(), "cpu", "--cpu-shares"));
-  IMGTOOL_TRY(need(resources.cpuset_cpus.has_value(), "cpuset", "--cpuset-cpus"));
-  IMGTOOL_TRY(need(resources.pids_limit.has_value(), "pids", "--pids-limit"));
+  }
 
   IMGTOOL_TRY(EnableControllers(root_));
   IMGTOOL_TRY(MakeCgroupDir(parent_dir_));

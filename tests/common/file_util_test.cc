@@ -1,7 +1,9 @@
 #include "common/file_util.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -18,6 +20,36 @@ struct stat StatOf(const fs::path& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
   return st;
+}
+
+// Sorted by byte value whatever order the filesystem lists in, without "."
+// and "..", through a descriptor of its own: the caller's stays open.
+TEST(ListDirNamesTest, SortedNamesAndTheCallersFdUntouched) {
+  Result<TempDir> dir = TempDir::Create("imgtool-list-dir-");
+  ASSERT_TRUE(dir);
+  for (const char* name : {"b", "a", "Z", "a.b", "a-b", ".hidden"}) {
+    ASSERT_TRUE(WriteFileAtomic(dir->path() / name, "x"));
+  }
+  fs::create_directory(dir->path() / "sub");
+  UniqueFd fd(::open(dir->path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  Result<std::vector<std::string>> names = ListDirNames(fd.get());
+  ASSERT_TRUE(names) << names.error().ToString();
+  EXPECT_EQ(*names, (std::vector<std::string>{".hidden", "Z", "a", "a-b", "a.b", "b", "sub"}));
+  Result<std::vector<std::string>> again = ListDirNames(fd.get());
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, *names);
+
+  Result<std::vector<std::string>> empty = ListDirNames(
+      UniqueFd(::open((dir->path() / "sub").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)).get());
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->empty());
+
+  UniqueFd file(::open((dir->path() / "a").c_str(), O_RDONLY | O_CLOEXEC));
+  Result<std::vector<std::string>> not_dir = ListDirNames(file.get());
+  ASSERT_FALSE(not_dir);
+  EXPECT_NE(not_dir.error().message().find("open directory"), std::string::npos)
+      << not_dir.error().ToString();
 }
 
 // What the caches of index.json and snapshot metadata go by: the same file,

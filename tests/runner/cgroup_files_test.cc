@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "common/temp_dir.h"
+
 namespace imgtool::runner {
 namespace {
 
@@ -88,6 +90,47 @@ TEST(CgroupFilesTest, ValidationRejectsContradictions) {
   CgroupResources cpuset;
   cpuset.cpuset_cpus = "0;rm -rf";
   EXPECT_FALSE(ValidateCgroupResources(cpuset));
+}
+
+TEST(CgroupFilesTest, ControllersForNamesEachLimitsControllerAndFlag) {
+  EXPECT_TRUE(ControllersFor({}).empty());
+  CgroupResources r;
+  r.memory_bytes = 64 << 20;
+  r.memory_swap_bytes = -1;  // rides on memory: no entry of its own
+  r.cpus = 0.5;
+  r.cpu_shares = 512;
+  r.cpuset_cpus = "0";
+  r.pids_limit = 10;
+  r.all_devices = true;  // not a limit with a controller to check
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const LimitController& need : ControllersFor(r))
+    got.emplace_back(need.controller, need.flag);
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, std::string>>{{"memory", "--memory"},
+                                                                   {"cpu", "--cpus"},
+                                                                   {"cpu", "--cpu-shares"},
+                                                                   {"cpuset", "--cpuset-cpus"},
+                                                                   {"pids", "--pids-limit"}}));
+}
+
+// Both managers refuse a limit whose controller they lack before they make
+// anything, naming the flag: v1 with only a memory hierarchy (the v2 manager
+// is tested the same way in cgroup_v2_test.cc).
+TEST(CgroupFilesTest, V1RefusesALimitWhoseHierarchyIsNotMounted) {
+  Result<TempDir> tmp = TempDir::Create("cgroup-v1-missing-");
+  ASSERT_TRUE(tmp);
+  CgroupLayout layout;
+  layout.version = CgroupVersion::kV1;
+  layout.v1_mounts = {{"memory", tmp->path() / "memory"}};
+  Result<std::unique_ptr<CgroupManager>> manager = NewCgroupManager("c1", layout);
+  ASSERT_TRUE(manager);
+  CgroupResources r;
+  r.cpuset_cpus = "0";
+  Status status = (*manager)->Create(r);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(status.error().message(),
+            "--cpuset-cpus: the cgroup v1 cpuset controller is not mounted");
+  EXPECT_FALSE(std::filesystem::exists(tmp->path() / "memory")) << "made something";
 }
 
 TEST(CgroupFilesTest, FindsKeyedValues) {
