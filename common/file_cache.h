@@ -29,11 +29,18 @@ class FileContentCache {
   Result<std::optional<T>> Get(const std::filesystem::path& path, size_t max_size,
                                const Parse& parse) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT) return std::optional<T>();
-      return ErrnoError("stat " + path.string());
-    }
+    bool cached = false;
     {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cached = value_.has_value();
+    }
+    // Nothing kept yet (a process's first read): no stat before the read,
+    // which takes the stat of the very fd it reads anyway.
+    if (cached) {
+      if (::stat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return std::optional<T>();
+        return ErrnoError("stat " + path.string());
+      }
       std::lock_guard<std::mutex> lock(mutex_);
       if (value_ && SameFileUnchanged(st_, st)) return value_;
     }

@@ -13,13 +13,13 @@
 // the ranges: about 70 comparisons instead of 400, and 7 instead of 11 per
 // syscall at run time. (Where a compare's 8-bit jump cannot reach what its
 // range leads to, as in filters for several architectures, each range gets
-// an instruction of its own: a copy of its return, or a long jump.) Everything else (the architecture checks, the
-// argument blocks, the return values) is kept as libseccomp wrote it; only
-// jump offsets change. The result is checked against the original by
-// running both on every syscall number where a comparison changes its
-// answer, for each architecture the filter checks and a set of argument
-// values; a filter of another shape, or one that would not get shorter, is
-// left alone.
+// an instruction of its own: a copy of its return, or a long jump.)
+// Everything else (the architecture checks, the argument blocks, the return
+// values) is kept as libseccomp wrote it; only jump offsets change. The
+// result is checked against the original by running both on every syscall
+// number where a comparison changes its answer, for each architecture the
+// filter checks and a set of argument values; a filter of another shape, or
+// one that would not get shorter, is left alone.
 #pragma once
 
 #include <linux/filter.h>

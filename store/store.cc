@@ -40,9 +40,10 @@ Status CheckLayout(const std::filesystem::path& root) {
   std::filesystem::path path = root / "oci-layout";
   Result<std::string> text = ReadFileToString(path, 1 << 16);
   if (!text && text.error().code() == ErrorCode::kNotFound) {
-    // Concurrent creators write identical bytes, so the race is harmless.
+    // Concurrent creators write identical bytes, so the race is harmless,
+    // and what is there now is what was just written.
     IMGTOOL_TRY(WriteFileAtomic(path, kLayoutFile).Wrap("create store " + root.string()));
-    text = ReadFileToString(path, 1 << 16);
+    text = std::string(kLayoutFile);
   }
   if (!text) {
     return FailedPreconditionError("store " + root.string() + ": " + text.error().ToString());
