@@ -10,6 +10,18 @@
 # /sys/fs/cgroup/unified is hidden under an empty tmpfs: all commands see the
 # same (v1) layout there.
 #
+# Two measurements, each one hyperfine run:
+# - back to back: each command's runs follow each other without a pause, as
+#   hyperfine runs them by default;
+# - spaced: hyperfine sleeps 50 ms (untimed, --prepare) before every run.
+#   crun (and runc) move the container into its cgroup by writing its pid to
+#   cgroup.procs, which takes the kernel's cgroup_threadgroup_rwsem for
+#   writing and waits for an RCU grace period (about 10 ms here) unless the
+#   previous such write was less than about 20 ms before. Back to back, crun's
+#   own previous run often was; after any pause of 20 ms or more it never is,
+#   and crun takes about 27 ms instead of 16 (bench/BENCHMARKS.md). imgtool
+#   and bwrap take the same time either way.
+#
 # Usage (root): bench/run.sh [RUNS]   (default 100 runs of each command: with
 # 30, a slow spell of the VM's host during one command's block of about a
 # third of a second moved that command's median by up to 2 ms)
@@ -81,17 +93,29 @@ unshare -m --propagation private sh -c "
   hyperfine -N --runs $runs --warmup 3 --export-json $out/run-bridge.json \
     -n 'imgtool run --rm (bridge)' '$IMGTOOL --root $d/store run --rm bench/debian /bin/true' \
     -n 'podman run --rm (bridge)' '$PODMAN_RUN bench/debian /bin/true' >&2
+  hyperfine -N --runs $runs --warmup 3 --prepare 'sleep 0.05' --export-json $out/run-spaced.json \
+    -n 'imgtool run --rm --net none' '$IMGTOOL --root $d/store run --rm --net none bench/debian /bin/true' \
+    -n 'crun run' 'crun run -b $d/bundle bench-crun' \
+    -n 'runc run' 'runc run -b $d/bundle bench-runc' \
+    -n 'podman run --rm --network=none' '$PODMAN_RUN --network=none bench/debian /bin/true' \
+    -n 'bwrap' '$BWRAP' \
+    -n 'imgtool run --rm (bridge)' '$IMGTOOL --root $d/store run --rm bench/debian /bin/true' \
+    -n 'podman run --rm (bridge)' '$PODMAN_RUN bench/debian /bin/true' >&2
 "
 
-python3 - "$out/run-none.json" "$out/run-bridge.json" "$load" <<'PY'
+python3 - "$out/run-none.json" "$out/run-bridge.json" "$out/run-spaced.json" "$load" <<'PY'
 import json, sys
 none = json.load(open(sys.argv[1]))["results"]
 bridge = json.load(open(sys.argv[2]))["results"]
-crun = [r for r in none if r["command"] == "crun run"][0]["median"]
-print("Load average at start: %s (2 cores)\n" % sys.argv[3])
-print("| command | median | min | max | / crun |")
-print("|---|---|---|---|---|")
-for r in none + bridge:
-    print("| %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
-        r["command"], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, r["median"] / crun))
+spaced = json.load(open(sys.argv[3]))["results"]
+print("Load average at start: %s (2 cores)\n" % sys.argv[4])
+for title, results in (("Back to back", none + bridge), ("Spaced (50 ms untimed pause before each run)", spaced)):
+    crun = [r for r in results if r["command"] == "crun run"][0]["median"]
+    print("%s:\n" % title)
+    print("| command | median | min | max | / crun |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print("| %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
+            r["command"], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, r["median"] / crun))
+    print()
 PY
