@@ -117,5 +117,16 @@ for title, results in (("Back to back", none + bridge), ("Spaced (50 ms untimed 
     for r in results:
         print("| %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
             r["command"], r["median"] * 1e3, r["min"] * 1e3, r["max"] * 1e3, r["median"] / crun))
+    median = {r["command"]: r["median"] for r in results}
+    none = median["imgtool run --rm --net none"]
+    goals = (("imgtool --net none / crun", none / crun, "<= 0.6x", none / crun <= 0.6),
+             ("podman --network=none / imgtool --net none",
+              median["podman run --rm --network=none"] / none, ">= 20x",
+              median["podman run --rm --network=none"] / none >= 20),
+             ("imgtool bridge / crun", median["imgtool run --rm (bridge)"] / crun, "<= 1.5x",
+              median["imgtool run --rm (bridge)"] / crun <= 1.5))
+    print()
+    for name, ratio, goal, met in goals:
+        print("- %s: %.2fx (goal %s: %s)" % (name, ratio, goal, "met" if met else "NOT met"))
     print()
 PY
