@@ -82,25 +82,24 @@ sleep 2
 # Load average at the start, for the table.
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
-unshare -m --propagation private sh -c "
+# The commands, as hyperfine's -n NAME COMMAND pairs: the same list for the
+# back-to-back runs and the spaced one.
+NONE=(-n 'imgtool run --rm --net none' "$IMGTOOL --root $d/store run --rm --net none bench/debian /bin/true"
+      -n 'crun run' "crun run -b $d/bundle bench-crun"
+      -n 'runc run' "runc run -b $d/bundle bench-runc"
+      -n 'podman run --rm --network=none' "$PODMAN_RUN --network=none bench/debian /bin/true"
+      -n 'bwrap' "$BWRAP")
+BRIDGE=(-n 'imgtool run --rm (bridge)' "$IMGTOOL --root $d/store run --rm bench/debian /bin/true"
+        -n 'podman run --rm (bridge)' "$PODMAN_RUN bench/debian /bin/true")
+HF=(hyperfine -N --runs "$runs" --warmup 3)
+
+unshare -m --propagation private bash -c "$(declare -p NONE BRIDGE HF)
+  set -e
   mount -t tmpfs none /sys/fs/cgroup/unified
-  hyperfine -N --runs $runs --warmup 3 --export-json $out/run-none.json \
-    -n 'imgtool run --rm --net none' '$IMGTOOL --root $d/store run --rm --net none bench/debian /bin/true' \
-    -n 'crun run' 'crun run -b $d/bundle bench-crun' \
-    -n 'runc run' 'runc run -b $d/bundle bench-runc' \
-    -n 'podman run --rm --network=none' '$PODMAN_RUN --network=none bench/debian /bin/true' \
-    -n 'bwrap' '$BWRAP' >&2
-  hyperfine -N --runs $runs --warmup 3 --export-json $out/run-bridge.json \
-    -n 'imgtool run --rm (bridge)' '$IMGTOOL --root $d/store run --rm bench/debian /bin/true' \
-    -n 'podman run --rm (bridge)' '$PODMAN_RUN bench/debian /bin/true' >&2
-  hyperfine -N --runs $runs --warmup 3 --prepare 'sleep 0.05' --export-json $out/run-spaced.json \
-    -n 'imgtool run --rm --net none' '$IMGTOOL --root $d/store run --rm --net none bench/debian /bin/true' \
-    -n 'crun run' 'crun run -b $d/bundle bench-crun' \
-    -n 'runc run' 'runc run -b $d/bundle bench-runc' \
-    -n 'podman run --rm --network=none' '$PODMAN_RUN --network=none bench/debian /bin/true' \
-    -n 'bwrap' '$BWRAP' \
-    -n 'imgtool run --rm (bridge)' '$IMGTOOL --root $d/store run --rm bench/debian /bin/true' \
-    -n 'podman run --rm (bridge)' '$PODMAN_RUN bench/debian /bin/true' >&2
+  \"\${HF[@]}\" --export-json $out/run-none.json \"\${NONE[@]}\" >&2
+  \"\${HF[@]}\" --export-json $out/run-bridge.json \"\${BRIDGE[@]}\" >&2
+  \"\${HF[@]}\" --prepare 'sleep 0.05' --export-json $out/run-spaced.json \\
+    \"\${NONE[@]}\" \"\${BRIDGE[@]}\" >&2
 "
 
 python3 - "$out/run-none.json" "$out/run-bridge.json" "$out/run-spaced.json" "$load" <<'PY'
